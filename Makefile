@@ -1,0 +1,34 @@
+# edgeconv: the README's two commands are `make demo` and `make test`; both run `make setup`.
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.edgeconv-installed
+SETUP_DEPS := pyproject.toml constraints.txt scripts/setup.sh scripts/fetch_ort_headers.sh \
+              $(shell find custom_ops -type f 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all demo sanitize bench clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_DEPS)
+	bash scripts/setup.sh
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/edgeconv deploy -o deploy-report
+
+sanitize: setup
+	bash scripts/sanitize.sh
+
+bench: setup
+	$(PY) -m edgeconv.bench kernels
+	$(PY) -m edgeconv.bench tvm
+
+clean:
+	rm -rf build deploy-report bench-results
