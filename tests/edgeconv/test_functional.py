@@ -191,7 +191,7 @@ def test_deform_conv2d_zero_offset_is_plain_conv_float32():
 
 
 def test_deform_conv2d_gradcheck():
-    x, offset, weight, bias, mask = _deform_case(2, 4, 5, 6, 4, 2, 2, (3, 3), 2, 1, 1, True, seed=5, scale=1.3)
+    x, offset, weight, bias, mask = _deform_case(2, 4, 4, 5, 2, 2, 2, (3, 3), 2, 1, 1, True, seed=5, scale=1.3)
     args = [t.clone().requires_grad_() for t in (x, offset, weight, bias, mask)]
     fn = lambda x, o, w, b, m: EF.deform_conv2d(x, o, w, b, 2, 1, 1, m)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args)
@@ -273,8 +273,8 @@ def test_dynamic_conv2d_matches_numpy_formula(groups, stride, padding, with_bias
 
 
 def test_dynamic_conv2d_gradcheck():
-    x, weight = _rand(2, 4, 5, 5, seed=1), _rand(3, 4, 2, 3, 3, seed=2)
-    attention, bias = torch.softmax(_rand(2, 3, seed=3), 1), _rand(3, 4, seed=4)
+    x, weight = _rand(2, 4, 4, 3, seed=1), _rand(3, 2, 2, 3, 3, seed=2)
+    attention, bias = torch.softmax(_rand(2, 3, seed=3), 1), _rand(3, 2, seed=4)
     args = [t.clone().requires_grad_() for t in (x, weight, attention, bias)]
     fn = lambda x, w, a, b: EF.dynamic_conv2d(x, w, a, b, 1, 1, 1, 2)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args)
