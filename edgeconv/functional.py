@@ -14,8 +14,16 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import _validate as check
-from ._validate import IntPair
+from ._validate import (
+    IntPair,
+    check_divisible,
+    check_dtype,
+    check_pair_non_negative,
+    check_pair_positive,
+    check_positive,
+    check_rank,
+    conv_output_size,
+)
 
 __all__ = [
     "correlate2d",
@@ -27,15 +35,15 @@ __all__ = [
 
 
 def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, groups: int) -> None:
-    check.rank(x, 4, "input", "[N, C, H, W]")
-    check.rank(weight, 4, "weight", "[O, C/groups, kh, kw]")
-    check.positive(groups, "groups")
+    check_rank("input", x, 4, "[N, C, H, W]")
+    check_rank("weight", weight, 4, "[O, C/groups, kh, kw]")
+    check_positive("groups", groups)
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(
             f"input has {x.shape[1]} channels but weight expects "
             f"weight.shape[1] * groups = {weight.shape[1] * groups}"
         )
-    check.divisible(weight.shape[0], groups, "out channels (weight.shape[0])", "groups")
+    check_divisible("out channels (weight.shape[0])", weight.shape[0], "groups", groups)
 
 
 def correlate2d(
@@ -63,9 +71,9 @@ def correlate2d(
         x,
         weight,
         bias,
-        check.pair(stride, "stride"),
-        check.pair(padding, "padding", minimum=0),
-        check.pair(dilation, "dilation"),
+        check_pair_positive("stride", stride),
+        check_pair_non_negative("padding", padding),
+        check_pair_positive("dilation", dilation),
         groups,
     )
 
@@ -83,7 +91,7 @@ def convolve2d(
 
     Same arguments and shapes as :func:`correlate2d`.
     """
-    check.rank(weight, 4, "weight", "[O, C/groups, kh, kw]")
+    check_rank("weight", weight, 4, "[O, C/groups, kh, kw]")
     return correlate2d(x, weight.flip(-2, -1), bias, stride, padding, dilation, groups)
 
 
@@ -93,10 +101,10 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     Written with view/transpose (not ``aten::channel_shuffle``) so that it exports to
     Reshape/Transpose/Reshape with a dynamic batch.
     """
-    check.rank(x, 4, "input", "[N, C, H, W]")
-    check.positive(groups, "groups")
+    check_rank("input", x, 4, "[N, C, H, W]")
+    check_positive("groups", groups)
     n, c, h, w = x.shape
-    check.divisible(c, groups, "channels", "groups")
+    check_divisible("channels", c, "groups", groups)
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
@@ -183,18 +191,18 @@ def _check_deform_args(
     padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> None:
-    check.rank(x, 4, "input", "[N, C, H, W]")
-    check.rank(weight, 4, "weight", "[O, C/groups, kh, kw]")
-    check.rank(offset, 4, "offset", "[N, offset_groups*2*kh*kw, oh, ow]")
+    check_rank("input", x, 4, "[N, C, H, W]")
+    check_rank("weight", weight, 4, "[O, C/groups, kh, kw]")
+    check_rank("offset", offset, 4, "[N, offset_groups*2*kh*kw, oh, ow]")
     for name, t in (("input", x), ("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
         if t is not None:
-            check.dtype(t, name)
+            check_dtype(name, t)
     n, c, h, w = x.shape
     o, cpg, kh, kw = weight.shape
     if cpg == 0 or c % cpg:
         raise ValueError(f"input channels ({c}) must be a multiple of weight.shape[1] ({cpg})")
     groups = c // cpg
-    check.divisible(o, groups, "out channels (weight.shape[0])", f"groups inferred as C/weight.shape[1]")
+    check_divisible("out channels (weight.shape[0])", o, "groups inferred as C/weight.shape[1]", groups)
     taps = kh * kw
     if offset.shape[1] == 0 or offset.shape[1] % (2 * taps):
         raise ValueError(
@@ -202,8 +210,8 @@ def _check_deform_args(
             f"got {offset.shape[1]}"
         )
     offset_groups = offset.shape[1] // (2 * taps)
-    check.divisible(c, offset_groups, "input channels", "offset_groups")
-    oh, ow = check.conv_output_size((h, w), (kh, kw), stride, padding, dilation)
+    check_divisible("input channels", c, "offset_groups", offset_groups)
+    oh, ow = conv_output_size((h, w), (kh, kw), stride, padding, dilation)
     if oh < 1 or ow < 1:
         raise ValueError(f"output size would be {oh}x{ow} for input {h}x{w}: input too small")
     if tuple(offset.shape) != (n, offset.shape[1], oh, ow):
@@ -264,8 +272,8 @@ def deform_conv2d(
     Returns:
         ``[N, O, oh, ow]``.
     """
-    stride_, padding_ = check.pair(stride, "stride"), check.pair(padding, "padding", minimum=0)
-    dilation_ = check.pair(dilation, "dilation")
+    stride_, padding_ = check_pair_positive("stride", stride), check_pair_non_negative("padding", padding)
+    dilation_ = check_pair_positive("dilation", dilation)
     _check_deform_args(input, offset, weight, bias, mask, stride_, padding_, dilation_)
     return _deform_conv2d_op(
         input, offset, weight, bias, mask, list(stride_), list(padding_), list(dilation_)
@@ -308,7 +316,7 @@ def _dynamic_conv2d_reference(
 
 
 def _dynamic_output_shape(x, weight, stride, padding, dilation):
-    oh, ow = check.conv_output_size(
+    oh, ow = conv_output_size(
         (x.shape[2], x.shape[3]), tuple(weight.shape[3:]), stride, padding, dilation
     )
     return (x.shape[0], weight.shape[1], oh, ow)
@@ -338,25 +346,25 @@ def _(input, weight, attention, bias, stride, padding, dilation, groups):
 
 
 def _check_dynamic_args(x, weight, attention, bias, groups, stride, padding, dilation) -> None:
-    check.rank(x, 4, "input", "[N, C, H, W]")
-    check.rank(weight, 5, "weight", "[K, O, C/groups, kh, kw]")
-    check.rank(attention, 2, "attention", "[N, K]")
+    check_rank("input", x, 4, "[N, C, H, W]")
+    check_rank("weight", weight, 5, "[K, O, C/groups, kh, kw]")
+    check_rank("attention", attention, 2, "[N, K]")
     for name, t in (("input", x), ("weight", weight), ("attention", attention), ("bias", bias)):
         if t is not None:
-            check.dtype(t, name)
-    check.positive(groups, "groups")
+            check_dtype(name, t)
+    check_positive("groups", groups)
     n, c = x.shape[:2]
     k, o, cpg = weight.shape[:3]
     if c != cpg * groups:
         raise ValueError(
             f"input has {c} channels but weight expects weight.shape[2] * groups = {cpg * groups}"
         )
-    check.divisible(o, groups, "out channels (weight.shape[1])", "groups")
+    check_divisible("out channels (weight.shape[1])", o, "groups", groups)
     if tuple(attention.shape) != (n, k):
         raise ValueError(f"attention must have shape [{n}, {k}] ([N, K]), got {tuple(attention.shape)}")
     if bias is not None and tuple(bias.shape) != (k, o):
         raise ValueError(f"bias must have shape [{k}, {o}] ([K, O]), got {tuple(bias.shape)}")
-    oh, ow = check.conv_output_size(tuple(x.shape[2:]), tuple(weight.shape[3:]), stride, padding, dilation)
+    oh, ow = conv_output_size(tuple(x.shape[2:]), tuple(weight.shape[3:]), stride, padding, dilation)
     if oh < 1 or ow < 1:
         raise ValueError(f"output size would be {oh}x{ow} for input {tuple(x.shape[2:])}: input too small")
 
@@ -382,8 +390,8 @@ def dynamic_conv2d(
     Returns:
         ``[N, O, oh, ow]``.
     """
-    stride_, padding_ = check.pair(stride, "stride"), check.pair(padding, "padding", minimum=0)
-    dilation_ = check.pair(dilation, "dilation")
+    stride_, padding_ = check_pair_positive("stride", stride), check_pair_non_negative("padding", padding)
+    dilation_ = check_pair_positive("dilation", dilation)
     _check_dynamic_args(input, weight, attention, bias, groups, stride_, padding_, dilation_)
     return _dynamic_conv2d_op(
         input, weight, attention, bias, list(stride_), list(padding_), list(dilation_), groups
