@@ -26,3 +26,6 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 .venv/bin/python -m pip install -q --upgrade pip
 # The constraints file pins torch to the CPU build on this machine (a bare `torch` would pull CUDA).
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+
+# aarch64 runtime libraries (onnxruntime, TVM) for the emulated ARM checks; needs the venv's pip.
+PYTHON=.venv/bin/python bash scripts/fetch_arm_runtime.sh
