@@ -7,11 +7,16 @@ SETUP_DEPS := pyproject.toml constraints.txt scripts/setup.sh scripts/fetch_ort_
               $(shell find custom_ops -type f 2>/dev/null)
 PYTEST_ARGS ?=
 
+# The editable install records which Python files exist: reinstall when a file is added or removed.
+PYFILES    := $(VENV)/.edgeconv-pyfiles
+$(shell mkdir -p $(VENV); find edgeconv exporters models -name '*.py' | sort > $(PYFILES).new; \
+        cmp -s $(PYFILES).new $(PYFILES) || mv $(PYFILES).new $(PYFILES); rm -f $(PYFILES).new)
+
 .PHONY: setup test test-all demo sanitize bench clean
 
 setup: $(STAMP)
 
-$(STAMP): $(SETUP_DEPS)
+$(STAMP): $(SETUP_DEPS) $(PYFILES)
 	bash scripts/setup.sh
 	touch $@
 
