@@ -1,0 +1,40 @@
+"""Translation of ``edgeconv::dynamic_conv2d`` to ``edgeconv.DynamicConv2d`` (domain version 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+from onnxscript.onnx_types import TensorType
+
+from ._common import TranslationError, edgeconv_opset, pair, static_dim
+
+
+def edgeconv_dynamic_conv2d(
+    input: TensorType,
+    weight: TensorType,
+    attention: TensorType,
+    bias: Optional[TensorType],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> TensorType:
+    """edgeconv::dynamic_conv2d(Tensor input, Tensor weight, Tensor attention, Tensor? bias,
+    int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor"""
+    op = "edgeconv::dynamic_conv2d"
+    c = static_dim(input, 1, "input", op)
+    cg = static_dim(weight, 2, "weight", op)
+    if groups <= 0 or c != cg * groups:
+        raise TranslationError(f"{op}: input channels {c} != weight.shape[2] {cg} x groups {groups}")
+    ph, pw = pair(padding, "padding", op)
+    return edgeconv_opset.DynamicConv2d(
+        input,
+        weight,
+        attention,
+        bias,
+        strides=pair(stride, "stride", op),
+        pads=[ph, pw, ph, pw],
+        dilations=pair(dilation, "dilation", op),
+        group=int(groups),
+    )
