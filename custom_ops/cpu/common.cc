@@ -1,0 +1,265 @@
+#include "common.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <sstream>
+
+namespace edgeconv {
+
+// Attribute values beyond this bound are rejected (keeps every size computation far from int64
+// overflow; real networks use single-digit values).
+constexpr int64_t kMaxAttrValue = int64_t{1} << 24;
+
+void Fail(const char* op, const std::string& msg, OrtErrorCode code) {
+  throw Ort::Exception(std::string("edgeconv.") + op + ": " + msg, code);
+}
+
+std::string ShapeToString(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  s << "]";
+  return s.str();
+}
+
+namespace {
+
+std::string ListToString(const std::vector<int64_t>& v) { return ShapeToString(v); }
+
+// Takes ownership of st; returns true when it is "attribute missing", throws on other errors.
+bool IsMissingAttr(OrtStatus* st, const char* op, const char* name) {
+  if (st == nullptr) return false;
+  const OrtApi& api = Ort::GetApi();
+  std::string msg = api.GetErrorMessage(st);
+  api.ReleaseStatus(st);
+  if (msg.find("No attribute") != std::string::npos || msg.find("not found") != std::string::npos) return true;
+  Fail(op, std::string("attribute '") + name + "' could not be read as int(s): " + msg);
+}
+
+}  // namespace
+
+std::vector<int64_t> GetIntsAttr(const OrtKernelInfo* info, const char* op, const char* name,
+                                 const std::vector<int64_t>& def, bool* present) {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  if (present) *present = false;
+  if (IsMissingAttr(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size), op, name)) return def;
+  std::vector<int64_t> out(size);
+  if (size > 0 && IsMissingAttr(api.KernelInfoGetAttributeArray_int64(info, name, out.data(), &size), op, name))
+    return def;
+  out.resize(size);
+  if (present) *present = true;
+  return out;
+}
+
+int64_t GetIntAttr(const OrtKernelInfo* info, const char* op, const char* name, int64_t def) {
+  const OrtApi& api = Ort::GetApi();
+  int64_t v = def;
+  if (IsMissingAttr(api.KernelInfoGetAttribute_int64(info, name, &v), op, name)) return def;
+  return v;
+}
+
+Conv2dAttrs ReadConv2dAttrs(const OrtKernelInfo* info, const char* op, bool with_offset_group) {
+  Conv2dAttrs a;
+  auto strides = GetIntsAttr(info, op, "strides", {1, 1});
+  auto pads = GetIntsAttr(info, op, "pads", {0, 0, 0, 0});
+  auto dils = GetIntsAttr(info, op, "dilations", {1, 1});
+  bool has_ks = false;
+  a.kernel_shape = GetIntsAttr(info, op, "kernel_shape", {}, &has_ks);
+  if (strides.size() != 2)
+    Fail(op, "attribute 'strides' must have 2 values (stride_h, stride_w), got " + ListToString(strides));
+  if (pads.size() != 4)
+    Fail(op, "attribute 'pads' must have 4 values (top, left, bottom, right), got " + ListToString(pads));
+  if (dils.size() != 2)
+    Fail(op, "attribute 'dilations' must have 2 values (dilation_h, dilation_w), got " + ListToString(dils));
+  if (has_ks && a.kernel_shape.size() != 2)
+    Fail(op, "attribute 'kernel_shape' must have 2 values, got " + ListToString(a.kernel_shape));
+  for (int64_t v : strides)
+    if (v < 1 || v > kMaxAttrValue) Fail(op, "attribute 'strides' values must be in [1, 2^24], got " + ListToString(strides));
+  for (int64_t v : dils)
+    if (v < 1 || v > kMaxAttrValue)
+      Fail(op, "attribute 'dilations' values must be in [1, 2^24], got " + ListToString(dils));
+  for (int64_t v : pads)
+    if (v < 0 || v > kMaxAttrValue) Fail(op, "attribute 'pads' values must be in [0, 2^24], got " + ListToString(pads));
+  a.stride_h = strides[0];
+  a.stride_w = strides[1];
+  a.pad_t = pads[0];
+  a.pad_l = pads[1];
+  a.pad_b = pads[2];
+  a.pad_r = pads[3];
+  a.dil_h = dils[0];
+  a.dil_w = dils[1];
+  a.group = GetIntAttr(info, op, "group", 1);
+  if (a.group < 1 || a.group > kMaxAttrValue)
+    Fail(op, "attribute 'group' must be >= 1, got " + std::to_string(a.group));
+  if (with_offset_group) {
+    a.offset_group = GetIntAttr(info, op, "offset_group", 1);
+    if (a.offset_group < 1 || a.offset_group > kMaxAttrValue)
+      Fail(op, "attribute 'offset_group' must be >= 1, got " + std::to_string(a.offset_group));
+  }
+  return a;
+}
+
+Input GetInput(Ort::KernelContext& ctx, size_t index, const char* op, const char* name, bool optional) {
+  Input in;
+  if (index >= ctx.GetInputCount()) {
+    if (optional) return in;
+    Fail(op, std::string("input '") + name + "' is missing");
+  }
+  Ort::ConstValue v = ctx.GetInput(index);
+  if (static_cast<const OrtValue*>(v) == nullptr) {
+    if (optional) return in;
+    Fail(op, std::string("input '") + name + "' is missing");
+  }
+  if (!v.IsTensor()) Fail(op, std::string("input '") + name + "' must be a tensor");
+  auto info = v.GetTensorTypeAndShapeInfo();
+  if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+    Fail(op, std::string("input '") + name + "' must be float32");
+  in.present = true;
+  in.shape = info.GetShape();
+  in.numel = 1;
+  for (int64_t d : in.shape) {
+    if (d < 0) Fail(op, std::string("input '") + name + "' has a negative dimension");
+    in.numel *= d;
+  }
+  in.data = in.numel > 0 ? v.GetTensorData<float>() : nullptr;
+  return in;
+}
+
+void CheckRank(const Input& t, size_t rank, const char* op, const char* name, const char* what) {
+  if (t.shape.size() != rank)
+    Fail(op, std::string("input '") + name + "' must have rank " + std::to_string(rank) + " " + what + ", got shape " +
+                 ShapeToString(t.shape));
+}
+
+int64_t ConvOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t pad1, int64_t dil, const char* op,
+                    const char* axis) {
+  // k <= numel of W (memory-bounded), dil <= 2^24: no overflow in int64.
+  const int64_t extent = (k - 1) * dil + 1;
+  const int64_t span = in + pad0 + pad1 - extent;
+  if (span < 0)
+    Fail(op, std::string("output ") + axis + " would be <= 0: input " + axis + " " + std::to_string(in) +
+                 " + pads " + std::to_string(pad0) + "+" + std::to_string(pad1) + " is smaller than the dilated kernel extent " +
+                 std::to_string(extent));
+  return span / stride + 1;
+}
+
+namespace {
+void OrtParallelFor(void* ctx, kern::TaskFn fn, size_t total, void* user) {
+  if (total == 0) return;
+  if (total == 1) {
+    fn(user, 0);
+    return;
+  }
+  Ort::ThrowOnError(Ort::GetApi().KernelContext_ParallelFor(static_cast<const OrtKernelContext*>(ctx), fn, total, 0, user));
+}
+
+bool CpuHasAvx2Fma() {
+#if defined(EDGECONV_HAVE_AVX2)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+// Read on every call (cheap) so that tests can switch variants within one process.
+const kern::KernelTable& Kernels() {
+  static const bool has_avx2 = CpuHasAvx2Fma();
+#if defined(EDGECONV_HAVE_AVX2)
+  const char* force = std::getenv("EDGECONV_ISA");
+  const bool want_generic = force != nullptr && std::strcmp(force, "generic") == 0;
+  if (has_avx2 && !want_generic) return kern::avx2::kTable;
+#else
+  (void)has_avx2;
+#endif
+  return kern::generic::kTable;
+}
+
+namespace {
+uint32_t g_runtime_api = ORT_API_VERSION;
+}  // namespace
+
+kern::Runner MakeRunner(OrtKernelContext* ctx) { return kern::Runner{&OrtParallelFor, ctx}; }
+
+uint32_t CustomOpVersion() { return g_runtime_api < ORT_API_VERSION ? g_runtime_api : ORT_API_VERSION; }
+void SetRuntimeApiVersion(uint32_t v) { g_runtime_api = v; }
+
+namespace {
+void SerialFor(void*, kern::TaskFn fn, size_t total, void* user) {
+  for (size_t i = 0; i < total; ++i) fn(user, i);
+}
+}  // namespace
+
+void PackedWeightCache::Init(const OrtKernelInfo* info, size_t index) {
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  OrtStatus* st = Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value);
+  if (st != nullptr) {
+    Ort::GetApi().ReleaseStatus(st);
+    return;
+  }
+  if (!is_constant || value == nullptr) return;
+  Ort::ConstValue v(value);
+  if (!v.IsTensor()) return;
+  auto ti = v.GetTensorTypeAndShapeInfo();
+  if (ti.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || ti.GetElementCount() == 0) return;
+  const_data_ = v.GetTensorData<float>();
+}
+
+const float* PackedWeightCache::Get(const kern::KernelTable& k, const float* w, int64_t N, int64_t O, int64_t G,
+                                    int64_t Cg, int64_t KK, const char* op) {
+  if (const_data_ == nullptr || w != const_data_) return nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& e : entries_)
+    if (e.first == &k) return e.second->data();
+  // First use: pack serially (one-time cost; no pool use while holding the lock).
+  auto buf = std::make_unique<FloatBuffer>(static_cast<size_t>(N * k.packed_weights_size(O, G, Cg, KK)), op);
+  const kern::Runner serial{&SerialFor, nullptr};
+  if (k.pack_weights(w, nullptr, buf->data(), N, 1, O, G, Cg, KK, serial) != 0) Fail(op, "out of memory (weight packing)", ORT_FAIL);
+  entries_.emplace_back(&k, std::move(buf));
+  return entries_.back().second->data();
+}
+
+FloatBuffer::FloatBuffer(size_t n, const char* op) {
+  if (n == 0) n = 1;
+  if (n > std::numeric_limits<size_t>::max() / sizeof(float) - 64) Fail(op, "buffer size overflow", ORT_FAIL);
+  p_ = static_cast<float*>(::operator new(n * sizeof(float), std::align_val_t(64), std::nothrow));
+  if (p_ == nullptr) Fail(op, "out of memory allocating " + std::to_string(n * sizeof(float)) + " bytes", ORT_FAIL);
+}
+
+FloatBuffer::~FloatBuffer() {
+  if (p_) ::operator delete(p_, std::align_val_t(64), std::nothrow);
+}
+
+}  // namespace edgeconv
+
+// ---- thread-local scratch used by the kernels (ISA-neutral) ----
+namespace edgeconv {
+namespace kern {
+namespace {
+struct Scratch {
+  float* p = nullptr;
+  size_t n = 0;
+  ~Scratch() {
+    if (p) ::operator delete(p, std::align_val_t(64), std::nothrow);
+  }
+};
+thread_local Scratch t_scratch;
+}  // namespace
+
+float* ThreadScratch(size_t floats) {
+  Scratch& s = t_scratch;
+  if (s.n >= floats && s.p != nullptr) return s.p;
+  if (s.p) ::operator delete(s.p, std::align_val_t(64), std::nothrow);
+  s.p = static_cast<float*>(::operator new(floats * sizeof(float), std::align_val_t(64), std::nothrow));
+  s.n = s.p ? floats : 0;
+  return s.p;
+}
+
+}  // namespace kern
+}  // namespace edgeconv

@@ -1,0 +1,126 @@
+// Shared helpers of the edgeconv onnxruntime kernels: attribute parsing, input access and
+// validation (errors are thrown as Ort::Exception and turned into an OrtStatus by ComputeV2),
+// the thread-pool runner and the ISA dispatch of the compute kernels.
+#pragma once
+
+#ifndef ORT_API_MANUAL_INIT
+#define ORT_API_MANUAL_INIT
+#endif
+#include "onnxruntime_cxx_api.h"
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace edgeconv {
+
+// Oldest onnxruntime C API version the library needs (KernelContext_ParallelFor: API 17, 1.17).
+constexpr uint32_t kMinOrtApiVersion = 17;
+
+// Throws Ort::Exception("edgeconv.<op>: <msg>", code).
+[[noreturn]] void Fail(const char* op, const std::string& msg, OrtErrorCode code = ORT_INVALID_ARGUMENT);
+
+std::string ShapeToString(const std::vector<int64_t>& shape);
+
+// Attribute readers: a missing attribute gives the default; a wrong type is an error.
+std::vector<int64_t> GetIntsAttr(const OrtKernelInfo* info, const char* op, const char* name,
+                                 const std::vector<int64_t>& def, bool* present = nullptr);
+int64_t GetIntAttr(const OrtKernelInfo* info, const char* op, const char* name, int64_t def);
+
+// Common 2-D convolution attributes: strides, pads (top, left, bottom, right), dilations, group
+// (+ offset_group for deformable convolution, kernel_shape checked against W when given).
+struct Conv2dAttrs {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;
+  int64_t dil_h = 1, dil_w = 1;
+  int64_t group = 1;
+  int64_t offset_group = 1;
+  std::vector<int64_t> kernel_shape;  // empty: not given
+};
+Conv2dAttrs ReadConv2dAttrs(const OrtKernelInfo* info, const char* op, bool with_offset_group);
+
+// A float32 input; data == nullptr and present == false for an absent optional input.
+struct Input {
+  bool present = false;
+  const float* data = nullptr;
+  std::vector<int64_t> shape;
+  int64_t numel = 0;
+};
+Input GetInput(Ort::KernelContext& ctx, size_t index, const char* op, const char* name, bool optional);
+
+// Checks rank; message "edgeconv.<op>: input '<name>' must have rank R <what>, got shape [..]".
+void CheckRank(const Input& t, size_t rank, const char* op, const char* name, const char* what);
+
+// Output spatial size of a convolution (validated: error when <= 0).
+int64_t ConvOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t pad1, int64_t dil, const char* op,
+                    const char* axis);
+
+// onnxruntime intra-op thread pool runner for the kernels.
+kern::Runner MakeRunner(OrtKernelContext* ctx);
+
+// Kernel table of the best ISA variant for this CPU; env EDGECONV_ISA=generic forces the baseline
+// variant (read at every call).
+const kern::KernelTable& Kernels();
+
+// Runtime API version to announce in OrtCustomOp::version (min of the headers' and runtime's).
+uint32_t CustomOpVersion();
+void SetRuntimeApiVersion(uint32_t v);
+
+// Uninitialised, 64-byte aligned float buffer owned by a kernel call; throws an Ort::Exception
+// (ORT_FAIL) naming the op when the allocation fails.
+class FloatBuffer {
+ public:
+  FloatBuffer(size_t n, const char* op);
+  ~FloatBuffer();
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+  float* data() { return p_; }
+
+ private:
+  float* p_ = nullptr;
+};
+
+// Packed form of a constant weight input (an initializer), computed once per ISA variant on first
+// use and reused by every later call (and concurrent calls: guarded by a mutex).
+class PackedWeightCache {
+ public:
+  // Remembers input `index` when it is a constant initializer (KernelInfoGetConstantInput_tensor).
+  void Init(const OrtKernelInfo* info, size_t index);
+  // Packed copy of W (N weights of [O, Cg, KK]) for table k, or nullptr when W is not the constant
+  // initializer seen at kernel creation (then the caller packs per call).
+  const float* Get(const kern::KernelTable& k, const float* w, int64_t N, int64_t O, int64_t G, int64_t Cg, int64_t KK,
+                   const char* op);
+
+ private:
+  const float* const_data_ = nullptr;
+  std::mutex mu_;
+  std::vector<std::pair<const kern::KernelTable*, std::unique_ptr<FloatBuffer>>> entries_;
+};
+
+// Runs f() and converts any exception into an OrtStatus (nullptr on success): no C++ exception
+// ever crosses the C ABI into onnxruntime.
+template <typename F>
+OrtStatusPtr StatusGuard(const char* op, F&& f) noexcept {
+  const OrtApi& api = Ort::GetApi();
+  try {
+    f();
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return api.CreateStatus(e.GetOrtErrorCode(), e.what());
+  } catch (const std::bad_alloc&) {
+    return api.CreateStatus(ORT_FAIL, (std::string("edgeconv.") + op + ": out of memory").c_str());
+  } catch (const std::exception& e) {
+    return api.CreateStatus(ORT_FAIL, (std::string("edgeconv.") + op + ": " + e.what()).c_str());
+  } catch (...) {
+    return api.CreateStatus(ORT_FAIL, (std::string("edgeconv.") + op + ": unknown error").c_str());
+  }
+}
+
+}  // namespace edgeconv

@@ -1,0 +1,117 @@
+#include "deform_conv2d.h"
+
+#include <string>
+
+namespace edgeconv {
+namespace {
+constexpr const char* kOp = "DeformConv2d";
+constexpr int64_t kMaxSpatial = int64_t{1} << 30;
+}  // namespace
+
+DeformConv2dKernel::DeformConv2dKernel(const OrtApi&, const OrtKernelInfo* info)
+    : attrs(ReadConv2dAttrs(info, kOp, /*with_offset_group=*/true)) {
+  w_cache.Init(info, 1);
+}
+
+OrtStatusPtr DeformConv2dKernel::ComputeV2(OrtKernelContext* context) {
+  return StatusGuard(kOp, [&] {
+    Ort::KernelContext ctx(context);
+    const Input X = GetInput(ctx, 0, kOp, "X", false);
+    const Input W = GetInput(ctx, 1, kOp, "W", false);
+    const Input off = GetInput(ctx, 2, kOp, "offset", false);
+    const Input mask = GetInput(ctx, 3, kOp, "mask", true);
+    const Input B = GetInput(ctx, 4, kOp, "B", true);
+    const Conv2dAttrs& a = attrs;
+
+    CheckRank(X, 4, kOp, "X", "[N, C, H, W]");
+    CheckRank(W, 4, kOp, "W", "[O, C/group, kh, kw]");
+    CheckRank(off, 4, kOp, "offset", "[N, offset_group*2*kh*kw, oh, ow]");
+    const int64_t N = X.shape[0], C = X.shape[1], H = X.shape[2], Wd = X.shape[3];
+    const int64_t O = W.shape[0], Cg = W.shape[1], KH = W.shape[2], KW = W.shape[3];
+    if (C == 0) Fail(kOp, "input 'X' must have at least one channel, got shape " + ShapeToString(X.shape));
+    if (H == 0 || Wd == 0) Fail(kOp, "input 'X' has an empty spatial dimension, shape " + ShapeToString(X.shape));
+    if (H > kMaxSpatial || Wd > kMaxSpatial) Fail(kOp, "input 'X' spatial size is too large");
+    if (KH == 0 || KW == 0) Fail(kOp, "input 'W' has an empty kernel, shape " + ShapeToString(W.shape));
+    if (!a.kernel_shape.empty() && (a.kernel_shape[0] != KH || a.kernel_shape[1] != KW))
+      Fail(kOp, "attribute 'kernel_shape' " + ShapeToString(a.kernel_shape) + " does not match input 'W' shape " +
+                    ShapeToString(W.shape));
+    if (C % a.group != 0)
+      Fail(kOp, "input 'X' channels (" + std::to_string(C) + ") must be divisible by group (" + std::to_string(a.group) + ")");
+    if (Cg * a.group != C)
+      Fail(kOp, "input 'W' must have C/group = " + std::to_string(C / a.group) + " input channels (dim 1), got shape " +
+                    ShapeToString(W.shape));
+    if (O % a.group != 0)
+      Fail(kOp, "input 'W' output channels (dim 0, " + std::to_string(O) + ") must be divisible by group (" +
+                    std::to_string(a.group) + ")");
+    if (C % a.offset_group != 0)
+      Fail(kOp, "input 'X' channels (" + std::to_string(C) + ") must be divisible by offset_group (" +
+                    std::to_string(a.offset_group) + ")");
+    const int64_t OH = ConvOutSize(H, KH, a.stride_h, a.pad_t, a.pad_b, a.dil_h, kOp, "height");
+    const int64_t OW = ConvOutSize(Wd, KW, a.stride_w, a.pad_l, a.pad_r, a.dil_w, kOp, "width");
+    const int64_t KK = KH * KW;
+    if (off.shape[0] != N)
+      Fail(kOp, "input 'offset' batch (dim 0) must equal N = " + std::to_string(N) + ", got shape " + ShapeToString(off.shape));
+    if (off.shape[1] != a.offset_group * 2 * KK)
+      Fail(kOp, "input 'offset' must have " + std::to_string(a.offset_group * 2 * KK) +
+                    " channels (offset_group*2*kh*kw), got " + std::to_string(off.shape[1]));
+    if (off.shape[2] != OH || off.shape[3] != OW)
+      Fail(kOp, "input 'offset' spatial size must equal the output size [" + std::to_string(OH) + ", " + std::to_string(OW) +
+                    "], got shape " + ShapeToString(off.shape));
+    if (mask.present) {
+      CheckRank(mask, 4, kOp, "mask", "[N, offset_group*kh*kw, oh, ow]");
+      if (mask.shape[0] != N)
+        Fail(kOp, "input 'mask' batch (dim 0) must equal N = " + std::to_string(N) + ", got shape " + ShapeToString(mask.shape));
+      if (mask.shape[1] != a.offset_group * KK)
+        Fail(kOp, "input 'mask' must have " + std::to_string(a.offset_group * KK) + " channels (offset_group*kh*kw), got " +
+                      std::to_string(mask.shape[1]));
+      if (mask.shape[2] != OH || mask.shape[3] != OW)
+        Fail(kOp, "input 'mask' spatial size must equal the output size [" + std::to_string(OH) + ", " + std::to_string(OW) +
+                      "], got shape " + ShapeToString(mask.shape));
+    }
+    if (B.present) {
+      CheckRank(B, 1, kOp, "B", "[O]");
+      if (B.shape[0] != O)
+        Fail(kOp, "input 'B' must have shape [" + std::to_string(O) + "] (one bias per output channel), got " +
+                      ShapeToString(B.shape));
+    }
+
+    const std::vector<int64_t> y_shape{N, O, OH, OW};
+    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
+    if (N == 0 || O == 0) return;
+
+    const kern::KernelTable& k = Kernels();
+    const kern::Runner runner = MakeRunner(context);
+    FloatBuffer x_nhwc(static_cast<size_t>(X.numel), kOp);
+    k.nchw_to_nhwc(X.data, x_nhwc.data(), N, C, H * Wd, runner);
+    const float* w_packed = w_cache.Get(k, W.data, 1, O, a.group, Cg, KK, kOp);
+    std::unique_ptr<FloatBuffer> w_buf;
+    if (w_packed == nullptr) {
+      w_buf = std::make_unique<FloatBuffer>(static_cast<size_t>(k.packed_weights_size(O, a.group, Cg, KK)), kOp);
+      if (k.pack_weights(W.data, nullptr, w_buf->data(), 1, 1, O, a.group, Cg, KK, runner) != 0)
+        Fail(kOp, "out of memory (weight packing)", ORT_FAIL);
+      w_packed = w_buf->data();
+    }
+
+    kern::ConvArgs args{};
+    args.g = kern::ConvGeometry{N, C, H, Wd, O, KH, KW, a.stride_h, a.stride_w, a.pad_t, a.pad_l,
+                                a.dil_h, a.dil_w, a.group, a.offset_group, OH, OW};
+    args.x_nhwc = x_nhwc.data();
+    args.w_packed = w_packed;
+    args.w_batch_stride = 0;
+    args.bias = B.present ? B.data : nullptr;
+    args.bias_batch_stride = 0;
+    args.offset = off.data;
+    args.mask = mask.present ? mask.data : nullptr;
+    args.y = y;
+    if (k.conv2d(args, runner) != 0) Fail(kOp, "out of memory (column buffer)", ORT_FAIL);
+  });
+}
+
+DeformConv2dOp::DeformConv2dOp() { OrtCustomOp::version = CustomOpVersion(); }
+
+OrtStatusPtr DeformConv2dOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+  *kernel = nullptr;
+  return StatusGuard(kOp, [&] { *kernel = new DeformConv2dKernel(api, info); });
+}
+
+}  // namespace edgeconv

@@ -1,0 +1,544 @@
+// Compute kernels, compiled once per ISA variant (see kernels.h and CMakeLists.txt).
+//
+// Algorithm (deformable and plain convolution alike):
+//   * the input is transposed once to NHWC, so that the channels of one sampling position are
+//     contiguous;
+//   * the work is split into tasks (sample n, group g, tile of output pixels); each task builds a
+//     column buffer col[T, KH*KW*Cg] (pixel-major, tap, then channel) in thread-local scratch memory
+//     sized to stay in L2, either by copying (plain conv) or by bilinear sampling (deformable conv:
+//     the 4 corner weights and addresses of a (pixel, tap) are computed once per offset group and
+//     applied to all its channels with a vectorised loop), and then multiplies it with the packed
+//     weights: Y[g*Og:(g+1)*Og, tile] = Wpacked[g] (Og x KK*Cg) * col^T, plus the bias (AVX2:
+//     own micro-kernel, K-blocked so that a 16-channel weight panel stays in L1; else Eigen);
+//   * tasks run on onnxruntime's intra-op thread pool; Eigen's own threading is off.
+#ifndef EDGECONV_KERN_NS
+#error "EDGECONV_KERN_NS must be defined (generic, avx2, ...)"
+#endif
+
+#define EDGECONV_CAT2(a, b) a##b
+#define EDGECONV_CAT(a, b) EDGECONV_CAT2(a, b)
+// Give every ISA variant its own copy of Eigen (see kernels.h): the namespace is renamed.
+#define Eigen EDGECONV_CAT(EdgeconvEigen_, EDGECONV_KERN_NS)
+#define EIGEN_DONT_PARALLELIZE 1
+#define EIGEN_MPL2_ONLY 1
+#include <Eigen/Core>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+// x86-64 AVX2+FMA variant: own GEMM micro-kernel (6 pixels x 16 output channels, 12 accumulators)
+// that reads the column buffer in place (no packing pass) against weights packed once per call.
+// Other variants (baseline x86-64, aarch64/NEON): Eigen's GEMM.
+#if defined(__AVX2__) && defined(__FMA__)
+#define EDGECONV_MICROKERNEL 1
+#include <immintrin.h>
+#endif
+
+namespace edgeconv {
+namespace kern {
+namespace EDGECONV_KERN_NS {
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Vec = Eigen::Matrix<float, Eigen::Dynamic, 1>;
+using OStride = Eigen::OuterStride<>;
+
+inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+constexpr int64_t kSliceFloats = 32 * 1024;     // column K-slice (tile x 256) kept in L2: 128 KB
+constexpr int64_t kTileCapFloats = 512 * 1024;  // whole column tile: at most 2 MB
+#if EDGECONV_MICROKERNEL
+constexpr int64_t kPanel = 16;  // output channels per packed weight panel (2 AVX vectors)
+constexpr int64_t kRows = 6;    // pixels per micro-kernel call
+constexpr int64_t kKC = 256;    // reduction block: a 16 x 256 weight panel (16 KB) stays in L1
+constexpr int64_t kKCTile = kKC;
+#else
+constexpr int64_t kKCTile = 256;
+constexpr int64_t kPanel = 1;   // Eigen path: weights [G][Og][Kd] row-major
+constexpr int64_t kRows = 8;
+#endif
+inline int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+#if EDGECONV_MICROKERNEL
+inline void Transpose8x8(const float* s, int64_t lds, float* d, int64_t ldd) {
+  const __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lds), r2 = _mm256_loadu_ps(s + 2 * lds),
+               r3 = _mm256_loadu_ps(s + 3 * lds), r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds),
+               r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+               t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+               u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+               u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+               u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+// d[j * ldd + i] = s[i * lds + j] for i < rows, j < cols.
+// (GCC 12 warns about an impossible overflow in the tail loop of the baseline variant.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Waggressive-loop-optimizations"
+void Transpose(const float* __restrict s, int64_t rows, int64_t cols, int64_t lds, float* __restrict d, int64_t ldd) {
+  int64_t i0 = 0;
+#if EDGECONV_MICROKERNEL
+  for (; i0 + 8 <= rows; i0 += 8) {
+    int64_t j0 = 0;
+    for (; j0 + 8 <= cols; j0 += 8) Transpose8x8(s + i0 * lds + j0, lds, d + j0 * ldd + i0, ldd);
+    for (int64_t j = j0; j < cols; ++j)
+      for (int64_t i = i0; i < i0 + 8; ++i) d[j * ldd + i] = s[i * lds + j];
+  }
+#else
+  constexpr int64_t kB = 8;
+  for (; i0 + kB <= rows; i0 += kB)
+    for (int64_t j0 = 0; j0 < cols; j0 += kB) {
+      const int64_t j1 = Min(j0 + kB, cols);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i0 + kB; ++i) d[j * ldd + i] = s[i * lds + j];
+    }
+#endif
+  if (i0 < rows) {
+    for (int64_t j = 0; j < cols; ++j) {
+      float* dr = d + j * ldd;
+      for (int64_t i = i0; i < rows; ++i) dr[i] = s[i * lds + j];
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+struct ConvJob {
+  const ConvArgs* a;
+  int64_t Og, Cg, Cog, KK, Kd, P, tile, ntiles;
+  int64_t OgPad, col_floats;  // OgPad: Og rounded up to kPanel
+  int failed;
+};
+
+// Splits base + d (base integer, d an offset) into an integer part and an exact fraction in [0, 1):
+// floor and subtraction of a float are exact, so the sample position keeps the offset's precision
+// whatever the magnitude of base. Returns false for positions outside (-1, size) and for
+// non-finite or huge offsets (checked in float before any integer conversion).
+inline bool SplitPosition(int64_t base, float d, int64_t size, int64_t* i0, float* frac) {
+  if (!(d > -1073741824.0f && d < 1073741824.0f)) return false;  // |d| < 2^30; NaN fails too
+  const float fd = std::floor(d);
+  const int64_t i = base + static_cast<int64_t>(fd);
+  const float f = d - fd;
+  if (i < -1 || i > size - 1 || (i == -1 && f == 0.0f)) return false;  // position <= -1 or >= size
+  *i0 = i;
+  *frac = f;
+  return true;
+}
+
+// dst[0:len] = bilinear sample of the NHWC image `img` (already offset to the first channel) at
+// (by + dy, bx + dx), times m. Zero outside (-1, H) x (-1, W); corners outside the image count as
+// zero; a non-finite position gives zero.
+inline void SampleBilinear(float* __restrict dst, const float* __restrict img, int64_t len, int64_t H,
+                           int64_t W, int64_t C, int64_t by, float dy, int64_t bx, float dx, float m) {
+  int64_t y0, x0;
+  float ly, lx;
+  if (!SplitPosition(by, dy, H, &y0, &ly) || !SplitPosition(bx, dx, W, &x0, &lx)) {
+    std::memset(dst, 0, sizeof(float) * static_cast<size_t>(len));
+    return;
+  }
+  const float hy = 1.0f - ly, hx = 1.0f - lx;
+  if (y0 >= 0 && y0 + 1 < H && x0 >= 0 && x0 + 1 < W) {  // interior: all 4 corners (common case)
+    const float* __restrict a = img + (y0 * W + x0) * C;
+    const float* __restrict b = a + C;
+    const float* __restrict c = a + W * C;
+    const float* __restrict d = c + C;
+    const float wa = hy * hx * m, wb = hy * lx * m, wc = ly * hx * m, wd = ly * lx * m;
+    for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i];
+    return;
+  }
+  const float* s[4];
+  float w[4];
+  int n = 0;
+  if (y0 >= 0) {
+    const float* row = img + y0 * W * C;
+    if (x0 >= 0) { s[n] = row + x0 * C; w[n++] = hy * hx * m; }
+    if (x0 + 1 < W) { s[n] = row + (x0 + 1) * C; w[n++] = hy * lx * m; }
+  }
+  if (y0 + 1 < H) {
+    const float* row = img + (y0 + 1) * W * C;
+    if (x0 >= 0) { s[n] = row + x0 * C; w[n++] = ly * hx * m; }
+    if (x0 + 1 < W) { s[n] = row + (x0 + 1) * C; w[n++] = ly * lx * m; }
+  }
+  switch (n) {
+    case 4: {
+      const float* __restrict a = s[0]; const float* __restrict b = s[1];
+      const float* __restrict c = s[2]; const float* __restrict d = s[3];
+      const float wa = w[0], wb = w[1], wc = w[2], wd = w[3];
+      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i];
+      break;
+    }
+    case 3: {
+      const float* __restrict a = s[0]; const float* __restrict b = s[1]; const float* __restrict c = s[2];
+      const float wa = w[0], wb = w[1], wc = w[2];
+      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i] + wc * c[i];
+      break;
+    }
+    case 2: {
+      const float* __restrict a = s[0]; const float* __restrict b = s[1];
+      const float wa = w[0], wb = w[1];
+      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i];
+      break;
+    }
+    case 1: {
+      const float* __restrict a = s[0];
+      const float wa = w[0];
+      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i];
+      break;
+    }
+    default:
+      std::memset(dst, 0, sizeof(float) * static_cast<size_t>(len));
+  }
+}
+
+// Fills col[(p - p0) * Kd + k * Cg + c] for output pixels [p0, p1) of sample n, group gi.
+// (noinline: keeps it visible in profiles; it is called once per task.)
+__attribute__((noinline)) void BuildColumns(const ConvJob& job, int64_t n, int64_t gi, int64_t p0, int64_t p1,
+                                            float* __restrict col) {
+  const ConvArgs& a = *job.a;
+  const ConvGeometry& g = a.g;
+  const int64_t Cg = job.Cg, Kd = job.Kd, KK = job.KK, P = job.P;
+  const int64_t c_begin = gi * Cg;
+  const float* img = a.x_nhwc + n * g.H * g.W * g.C;
+  int64_t oh = p0 / g.OW, ow = p0 % g.OW;
+  if (a.offset == nullptr) {
+    const size_t bytes = sizeof(float) * static_cast<size_t>(Cg);
+    for (int64_t p = p0; p < p1; ++p) {
+      float* colp = col + (p - p0) * Kd;
+      const int64_t ih0 = oh * g.SH - g.PT, iw0 = ow * g.SW - g.PL;
+      for (int64_t ky = 0; ky < g.KH; ++ky) {
+        const int64_t ih = ih0 + ky * g.DH;
+        for (int64_t kx = 0; kx < g.KW; ++kx) {
+          const int64_t iw = iw0 + kx * g.DW;
+          float* dst = colp + (ky * g.KW + kx) * Cg;
+          if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
+            std::memcpy(dst, img + (ih * g.W + iw) * g.C + c_begin, bytes);
+          else
+            std::memset(dst, 0, bytes);
+        }
+      }
+      if (++ow == g.OW) { ow = 0; ++oh; }
+    }
+    return;
+  }
+  // Deformable: the channel range of group gi may span several offset groups.
+  const int64_t og_first = c_begin / job.Cog, og_last = (c_begin + Cg - 1) / job.Cog;
+  const float* off_n = a.offset + n * g.OG * 2 * KK * P;
+  const float* mask_n = a.mask ? a.mask + n * g.OG * KK * P : nullptr;
+  for (int64_t p = p0; p < p1; ++p) {
+    float* colp = col + (p - p0) * Kd;
+    const int64_t ih0 = oh * g.SH - g.PT, iw0 = ow * g.SW - g.PL;
+    for (int64_t og = og_first; og <= og_last; ++og) {
+      const int64_t c0 = Max(og * job.Cog, c_begin), c1 = Min((og + 1) * job.Cog, c_begin + Cg);
+      const float* off = off_n + og * 2 * KK * P + p;
+      const float* msk = mask_n ? mask_n + og * KK * P + p : nullptr;
+      for (int64_t ky = 0; ky < g.KH; ++ky) {
+        for (int64_t kx = 0; kx < g.KW; ++kx) {
+          const int64_t k = ky * g.KW + kx;
+          const float m = msk ? msk[k * P] : 1.0f;
+          SampleBilinear(colp + k * Cg + (c0 - c_begin), img + c0, c1 - c0, g.H, g.W, g.C, ih0 + ky * g.DH,
+                         off[(2 * k) * P], iw0 + kx * g.DW, off[(2 * k + 1) * P], m);
+        }
+      }
+    }
+    if (++ow == g.OW) { ow = 0; ++oh; }
+  }
+}
+
+#if EDGECONV_MICROKERNEL
+// ct[r][0:16] (+)= sum_d a[r][d] * b[d][0:16] for r < R (a: R rows with stride lda, b: [kc][16]).
+template <int R>
+inline void MicroKernel(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b,
+                        float* __restrict c, int64_t ldc, bool first) {
+  __m256 c0[R], c1[R];
+  const float* ar[R];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    c0[r] = _mm256_setzero_ps();
+    c1[r] = _mm256_setzero_ps();
+    ar[r] = a + r * lda;
+  }
+#pragma GCC unroll 2
+  for (int64_t d = 0; d < kc; ++d) {
+    const __m256 b0 = _mm256_loadu_ps(b + 16 * d), b1 = _mm256_loadu_ps(b + 16 * d + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_broadcast_ss(ar[r] + d);
+      c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    if (first) {
+      _mm256_storeu_ps(cr, c0[r]);
+      _mm256_storeu_ps(cr + 8, c1[r]);
+    } else {
+      _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), c0[r]));
+      _mm256_storeu_ps(cr + 8, _mm256_add_ps(_mm256_loadu_ps(cr + 8), c1[r]));
+    }
+  }
+}
+
+void MicroKernelRows(int rows, int64_t kc, const float* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                     bool first) {
+  switch (rows) {
+    case 6: MicroKernel<6>(kc, a, lda, b, c, ldc, first); break;
+    case 5: MicroKernel<5>(kc, a, lda, b, c, ldc, first); break;
+    case 4: MicroKernel<4>(kc, a, lda, b, c, ldc, first); break;
+    case 3: MicroKernel<3>(kc, a, lda, b, c, ldc, first); break;
+    case 2: MicroKernel<2>(kc, a, lda, b, c, ldc, first); break;
+    default: MicroKernel<1>(kc, a, lda, b, c, ldc, first); break;
+  }
+}
+
+// Y[n, gi*Og + o, p0 + p] = ct[p][o] + bias[o]: transposed store of the GEMM result.
+__attribute__((noinline)) void WriteOutput(const ConvJob& job, int64_t n, int64_t gi, int64_t p0, int64_t T,
+                                           const float* ct) {
+  const ConvArgs& a = *job.a;
+  float* y = a.y + (n * a.g.O + gi * job.Og) * job.P + p0;
+  Transpose(ct, T, job.Og, job.OgPad, y, job.P);
+  if (a.bias != nullptr) {
+    const float* bias = a.bias + n * a.bias_batch_stride + gi * job.Og;
+    for (int64_t o = 0; o < job.Og; ++o) {
+      float* yr = y + o * job.P;
+      const float bo = bias[o];
+      for (int64_t p = 0; p < T; ++p) yr[p] += bo;
+    }
+  }
+}
+
+// Y[n, gi*Og + o, p0 + p] = sum_d col[p][d] * Wp[o][d] + bias[o] for p < T.
+void TileGemm(const ConvJob& job, int64_t n, int64_t gi, int64_t p0, int64_t T, const float* col, float* ct) {
+  const ConvArgs& a = *job.a;
+  const int64_t Kd = job.Kd, OgPad = job.OgPad, nop = OgPad / kPanel;
+  const float* wp = a.w_packed + n * a.w_batch_stride + gi * OgPad * Kd;
+  for (int64_t d0 = 0; d0 < Kd; d0 += kKC) {
+    const int64_t kc = Min(kKC, Kd - d0);
+    const bool first = d0 == 0;
+    for (int64_t op = 0; op < nop; ++op) {
+      const float* b = wp + op * Kd * kPanel + d0 * kPanel;
+      for (int64_t pb = 0; pb < T; pb += kRows) {
+        const int rows = static_cast<int>(Min(kRows, T - pb));
+        MicroKernelRows(rows, kc, col + pb * Kd + d0, Kd, b, ct + pb * OgPad + op * kPanel, OgPad, first);
+      }
+    }
+  }
+  WriteOutput(job, n, gi, p0, T, ct);
+}
+#else
+void TileGemm(const ConvJob& job, int64_t n, int64_t gi, int64_t p0, int64_t T, const float* col, float*) {
+  const ConvArgs& a = *job.a;
+  const float* wg = a.w_packed + n * a.w_batch_stride + gi * job.Og * job.Kd;
+  Eigen::Map<const RowMat> Wm(wg, job.Og, job.Kd);
+  Eigen::Map<const RowMat> Cm(col, T, job.Kd);
+  Eigen::Map<RowMat, 0, OStride> Ym(a.y + (n * a.g.O + gi * job.Og) * job.P + p0, job.Og, T, OStride(job.P));
+  Ym.noalias() = Wm * Cm.transpose();
+  if (a.bias != nullptr) {
+    Eigen::Map<const Vec> b(a.bias + n * a.bias_batch_stride + gi * job.Og, job.Og);
+    Ym.colwise() += b;
+  }
+}
+#endif
+
+void ConvTask(void* user, size_t task) {
+  ConvJob& job = *static_cast<ConvJob*>(user);
+  const ConvGeometry& g = job.a->g;
+  const int64_t t = static_cast<int64_t>(task);
+  const int64_t tile = t % job.ntiles;
+  const int64_t gi = (t / job.ntiles) % g.G;
+  const int64_t n = t / (job.ntiles * g.G);
+  const int64_t p0 = tile * job.tile, p1 = Min(p0 + job.tile, job.P), T = p1 - p0;
+  try {
+    float* col = ThreadScratch(static_cast<size_t>(job.col_floats + job.tile * job.OgPad));
+    if (col == nullptr) {
+      __atomic_store_n(&job.failed, 1, __ATOMIC_RELAXED);
+      return;
+    }
+    BuildColumns(job, n, gi, p0, p1, col);
+    TileGemm(job, n, gi, p0, T, col, col + job.col_floats);
+  } catch (...) {  // std::bad_alloc from Eigen's temporary buffers: never let it cross the pool
+    __atomic_store_n(&job.failed, 1, __ATOMIC_RELAXED);
+  }
+}
+
+// Output pixels per task. The GEMM reads the column tile in K-slices of kKC columns: a slice
+// (tile x kKC) must stay in L2 while all weight panels pass over it, and a larger tile amortises
+// streaming the weights (Og x Kd, up to MBs) from L3 once per tile. The whole tile is capped so that
+// sampling writes do not go too far. With few tasks the tile count is made even, so that 2 (or 4)
+// threads get balanced work.
+int64_t ChooseTile(int64_t P, int64_t Kd, int64_t outer_tasks) {
+  int64_t t = Min(kSliceFloats / Min(Kd, kKCTile), kTileCapFloats / Kd);
+  t = Max(t, kRows);
+  int64_t ntiles = (P + t - 1) / t;
+  if (ntiles > 1 && ntiles < 16 && outer_tasks < 4 && ntiles % 2 == 1) ++ntiles;
+  t = RoundUp((P + ntiles - 1) / ntiles, kRows);
+  return Max(1, Min(t, P));
+}
+
+int Conv2d(const ConvArgs& a, const Runner& runner) {
+  const ConvGeometry& g = a.g;
+  ConvJob job{};
+  job.a = &a;
+  job.Og = g.O / g.G;
+  job.Cg = g.C / g.G;
+  job.Cog = g.C / g.OG;
+  job.KK = g.KH * g.KW;
+  job.Kd = job.KK * job.Cg;
+  job.P = g.OH * g.OW;
+  job.OgPad = RoundUp(job.Og, kPanel);
+  job.tile = ChooseTile(job.P, job.Kd, g.N * g.G);
+  job.ntiles = (job.P + job.tile - 1) / job.tile;
+  job.col_floats = RoundUp(job.tile * job.Kd, 16);
+  job.failed = 0;
+  if (g.N == 0 || g.O == 0 || job.P == 0) return 0;
+  runner.Run(&ConvTask, static_cast<size_t>(g.N * g.G * job.ntiles), &job);
+  return job.failed;
+}
+
+struct TransposeJob {
+  const float* x;
+  float* out;
+  int64_t C, HW, block;
+  int64_t nblocks;
+};
+
+void TransposeTask(void* user, size_t task) {
+  const TransposeJob& j = *static_cast<const TransposeJob*>(user);
+  const int64_t n = static_cast<int64_t>(task) / j.nblocks, b = static_cast<int64_t>(task) % j.nblocks;
+  const int64_t s0 = b * j.block, s1 = Min(s0 + j.block, j.HW);
+  // x[n]: [C][HW] -> out[n]: [HW][C], spatial block [s0, s1)
+  Transpose(j.x + n * j.C * j.HW + s0, j.C, s1 - s0, j.HW, j.out + n * j.C * j.HW + s0 * j.C, j.C);
+}
+
+void NchwToNhwc(const float* x, float* out, int64_t N, int64_t C, int64_t HW, const Runner& runner) {
+  if (N == 0 || C == 0 || HW == 0) return;
+  TransposeJob j{x, out, C, HW, 0, 0};
+  j.block = RoundUp(Max(64, (16 * 1024) / Max(1, C)), 8);
+  j.nblocks = (HW + j.block - 1) / j.block;
+  runner.Run(&TransposeTask, static_cast<size_t>(N * j.nblocks), &j);
+}
+
+struct PackJob {
+  const float* w;
+  const float* a;  // nullptr: pack N weights; else out[n] = pack(sum_e a[n, e] W[e])
+  float* out;
+  int64_t K, O, G, Og, OgPad, Cg, KK, Kd;
+  int* failed;
+};
+
+// One panel of kPanel output channels of weight n, group gi: out[d][jj] = W[n, o(jj), c, k] for
+// d = k*Cg + c. Rows are reordered to [KK][Cg] in scratch, then transposed into the panel.
+void PackTask(void* user, size_t task) {
+  const PackJob& j = *static_cast<const PackJob*>(user);
+  const int64_t nop = j.OgPad / kPanel;
+  const int64_t op = static_cast<int64_t>(task) % nop;
+  const int64_t gi = (static_cast<int64_t>(task) / nop) % j.G;
+  const int64_t n = static_cast<int64_t>(task) / (nop * j.G);
+  const int64_t per_o = j.Cg * j.KK;
+  float* __restrict dst = j.out + ((n * j.G + gi) * nop + op) * j.Kd * kPanel;
+  const int64_t rows = Min(kPanel, j.Og - op * kPanel);
+  float* scratch = ThreadScratch(static_cast<size_t>(kPanel * j.Kd + per_o));
+  if (scratch == nullptr) {
+    __atomic_store_n(j.failed, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  float* __restrict tmp = kPanel == 1 ? dst : scratch;
+  float* __restrict mixed = scratch + kPanel * j.Kd;
+  for (int64_t jj = 0; jj < rows; ++jj) {
+    const int64_t o = gi * j.Og + op * kPanel + jj;
+    const float* __restrict src;  // [Cg][KK]
+    if (j.a == nullptr) {
+      src = j.w + (n * j.O + o) * per_o;
+    } else {  // mix the experts' rows first (contiguous, vectorised)
+      const float* an = j.a + n * j.K;
+      const float a0 = an[0];
+      const float* __restrict w0 = j.w + o * per_o;
+      for (int64_t i = 0; i < per_o; ++i) mixed[i] = a0 * w0[i];
+      for (int64_t e = 1; e < j.K; ++e) {
+        const float ae = an[e];
+        const float* __restrict we = j.w + (e * j.O + o) * per_o;
+        for (int64_t i = 0; i < per_o; ++i) mixed[i] += ae * we[i];
+      }
+      src = mixed;
+    }
+    float* __restrict t = tmp + jj * j.Kd;  // [KK][Cg]
+    for (int64_t c = 0; c < j.Cg; ++c)
+      for (int64_t k = 0; k < j.KK; ++k) t[k * j.Cg + c] = src[c * j.KK + k];
+  }
+#if EDGECONV_MICROKERNEL
+  for (int64_t i = rows * j.Kd; i < kPanel * j.Kd; ++i) tmp[i] = 0.0f;  // padding channels
+  Transpose(tmp, kPanel, j.Kd, j.Kd, dst, kPanel);
+#endif
+}
+
+int64_t PackedWeightsSize(int64_t O, int64_t G, int64_t Cg, int64_t KK) {
+  return G * RoundUp(O / G, kPanel) * Cg * KK;
+}
+
+int PackWeights(const float* w, const float* a, float* out, int64_t N, int64_t K, int64_t O, int64_t G, int64_t Cg,
+                int64_t KK, const Runner& runner) {
+  if (N == 0 || O == 0) return 0;
+  const int64_t Og = O / G;
+  int failed = 0;
+  PackJob j{w, a, out, K, O, G, Og, RoundUp(Og, kPanel), Cg, KK, Cg * KK, &failed};
+  runner.Run(&PackTask, static_cast<size_t>(N * G * (j.OgPad / kPanel)), &j);
+  return failed;
+}
+
+struct MixJob {
+  const float* packed;
+  const float* a;
+  float* out;
+  int64_t K, size, chunk, nchunks;
+};
+
+void MixTask(void* user, size_t task) {
+  const MixJob& j = *static_cast<const MixJob*>(user);
+  const int64_t n = static_cast<int64_t>(task) / j.nchunks, b = static_cast<int64_t>(task) % j.nchunks;
+  const int64_t i0 = b * j.chunk, i1 = Min(i0 + j.chunk, j.size);
+  float* __restrict out = j.out + n * j.size;
+  const float* an = j.a + n * j.K;
+  {
+    const float a0 = an[0];
+    const float* __restrict p = j.packed;
+    for (int64_t i = i0; i < i1; ++i) out[i] = a0 * p[i];
+  }
+  for (int64_t e = 1; e < j.K; ++e) {
+    const float ae = an[e];
+    const float* __restrict p = j.packed + e * j.size;
+    for (int64_t i = i0; i < i1; ++i) out[i] += ae * p[i];
+  }
+}
+
+void MixWeights(const float* packed, int64_t K, int64_t size, const float* a, int64_t N, float* out,
+                const Runner& runner) {
+  if (N == 0 || K == 0 || size == 0) return;
+  MixJob j{packed, a, out, K, size, 16 * 1024, 0};
+  j.nchunks = (size + j.chunk - 1) / j.chunk;
+  runner.Run(&MixTask, static_cast<size_t>(N * j.nchunks), &j);
+}
+
+}  // namespace
+
+#define EDGECONV_STR2(x) #x
+#define EDGECONV_STR(x) EDGECONV_STR2(x)
+extern const KernelTable kTable = {EDGECONV_STR(EDGECONV_KERN_NS), &Conv2d, &NchwToNhwc, &PackedWeightsSize,
+                                   &PackWeights, &MixWeights};
+
+}  // namespace EDGECONV_KERN_NS
+}  // namespace kern
+}  // namespace edgeconv

@@ -1,0 +1,97 @@
+// Registration of all edgeconv onnxruntime custom ops (domain "edgeconv", since_version 1).
+//
+// Load with SessionOptions.register_custom_ops_library(path) (Python) or
+// RegisterCustomOpsLibrary; onnxruntime then calls RegisterCustomOps. The library is built with
+// ORT_API_MANUAL_INIT and is not linked to libonnxruntime: the API table comes from api_base.
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu/common.h"
+#include "cpu/deform_conv2d.h"
+#include "cpu/dynamic_conv2d.h"
+
+#if defined(_WIN32)
+#define EDGECONV_EXPORT __declspec(dllexport)
+#else
+#define EDGECONV_EXPORT __attribute__((visibility("default")))
+#endif
+
+namespace {
+
+constexpr const char* kDomain = "edgeconv";
+
+// onnxruntime "1.X.Y" exposes C API version X.
+uint32_t ApiVersionFromString(const char* s) {
+  if (s == nullptr) return 0;
+  unsigned major = 0, minor = 0;
+  if (std::sscanf(s, "%u.%u", &major, &minor) != 2 || major != 1) return 0;
+  return minor;
+}
+
+struct Registry {
+  std::mutex mu;
+  bool ops_created = false;
+  // The single op list: every op of the library is listed here.
+  std::unique_ptr<edgeconv::DeformConv2dOp> deform_conv2d;
+  std::unique_ptr<edgeconv::DynamicConv2dOp> dynamic_conv2d;
+  // Domains must outlive every session that uses them: kept until process exit.
+  std::vector<OrtCustomOpDomain*> domains;
+
+  void CreateOps() {
+    if (ops_created) return;
+    deform_conv2d = std::make_unique<edgeconv::DeformConv2dOp>();
+    dynamic_conv2d = std::make_unique<edgeconv::DynamicConv2dOp>();
+    ops_created = true;
+  }
+  std::vector<OrtCustomOp*> Ops() { return {deform_conv2d.get(), dynamic_conv2d.get()}; }
+};
+
+Registry& GetRegistry() {
+  static Registry* r = new Registry();  // never destroyed: sessions may outlive static destructors
+  return *r;
+}
+
+}  // namespace
+
+extern "C" EDGECONV_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                     const OrtApiBase* api_base) {
+  if (api_base == nullptr) return nullptr;  // cannot even report an error
+  const OrtApi* api = api_base->GetApi(edgeconv::kMinOrtApiVersion);
+  if (api == nullptr) {
+    // Runtime older than 1.17: report through API version 1 (CreateStatus exists in every version).
+    const std::string msg = std::string("edgeconv: onnxruntime ") + api_base->GetVersionString() +
+                            " is too old; libedgeconv_ort needs onnxruntime >= 1." +
+                            std::to_string(edgeconv::kMinOrtApiVersion) + " (C API version " +
+                            std::to_string(edgeconv::kMinOrtApiVersion) + ")";
+    const OrtApi* api1 = api_base->GetApi(1);
+    return api1 ? api1->CreateStatus(ORT_FAIL, msg.c_str()) : nullptr;
+  }
+  Ort::InitApi(api);
+  Registry& reg = GetRegistry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  if (!reg.ops_created) {
+    uint32_t runtime = ApiVersionFromString(api_base->GetVersionString());
+    if (runtime < edgeconv::kMinOrtApiVersion) runtime = edgeconv::kMinOrtApiVersion;
+    edgeconv::SetRuntimeApiVersion(runtime);
+  }
+  reg.CreateOps();
+
+  OrtCustomOpDomain* domain = nullptr;
+  if (OrtStatus* st = api->CreateCustomOpDomain(kDomain, &domain)) return st;
+  for (OrtCustomOp* op : reg.Ops()) {
+    if (OrtStatus* st = api->CustomOpDomain_Add(domain, op)) {
+      api->ReleaseCustomOpDomain(domain);
+      return st;
+    }
+  }
+  if (OrtStatus* st = api->AddCustomOpDomain(options, domain)) {
+    api->ReleaseCustomOpDomain(domain);
+    return st;
+  }
+  reg.domains.push_back(domain);
+  return nullptr;
+}

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m edgeconv.bench <name> [options]`` (names in ``edgeconv.bench.__main__``)."""
