@@ -143,7 +143,7 @@ def _bilinear_gather(
 
 
 def _deform_conv2d_reference(
-    x: torch.Tensor,
+    input: torch.Tensor,
     offset: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
@@ -153,12 +153,12 @@ def _deform_conv2d_reference(
     dilation: list[int],
 ) -> torch.Tensor:
     """Differentiable PyTorch program behind ``edgeconv::deform_conv2d`` (shapes: see op)."""
-    n, c, h, w = x.shape
+    n, c, h, w = input.shape
     o, cpg, kh, kw = weight.shape
     groups, taps = c // cpg, kh * kw
     offset_groups = offset.shape[1] // (2 * taps)
     oh, ow = offset.shape[2], offset.shape[3]
-    dev = x.device
+    dev = input.device
     # Sample position of tap (i, j) at output (r, s): r*stride - pad + i*dilation + dy.
     base_y = (torch.arange(oh, device=dev) * stride[0] - padding[0]).view(1, oh, 1) + (
         torch.arange(kh, device=dev) * dilation[0]
@@ -167,9 +167,9 @@ def _deform_conv2d_reference(
         torch.arange(kw, device=dev) * dilation[1]
     ).repeat(kh).view(taps, 1, 1)
     off = offset.reshape(n, offset_groups, taps, 2, oh, ow)
-    py = (base_y.to(x.dtype) + off[:, :, :, 0]).reshape(n, offset_groups, -1)
-    px = (base_x.to(x.dtype) + off[:, :, :, 1]).reshape(n, offset_groups, -1)
-    xg = x.reshape(n, offset_groups, c // offset_groups, h, w)
+    py = (base_y.to(input.dtype) + off[:, :, :, 0]).reshape(n, offset_groups, -1)
+    px = (base_x.to(input.dtype) + off[:, :, :, 1]).reshape(n, offset_groups, -1)
+    xg = input.reshape(n, offset_groups, c // offset_groups, h, w)
     cols = _bilinear_gather(xg, py, px).reshape(n, offset_groups, c // offset_groups, taps, oh * ow)
     if mask is not None:
         cols = cols * mask.reshape(n, offset_groups, 1, taps, oh * ow)
@@ -228,18 +228,10 @@ def _check_deform_args(
         raise ValueError(f"bias must have shape [{o}], got {tuple(bias.shape)}")
 
 
-@torch.library.custom_op("edgeconv::deform_conv2d", mutates_args=())
-def _deform_conv2d_op(
-    input: torch.Tensor,
-    offset: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    mask: Optional[torch.Tensor],
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-) -> torch.Tensor:
-    return _deform_conv2d_reference(input, offset, weight, bias, mask, stride, padding, dilation)
+# The custom op wraps the reference program; the plain function stays available for autograd.
+_deform_conv2d_op = torch.library.custom_op("edgeconv::deform_conv2d", mutates_args=())(
+    _deform_conv2d_reference
+)
 
 
 @_deform_conv2d_op.register_fake
@@ -286,7 +278,7 @@ def deform_conv2d(
 
 
 def _dynamic_conv2d_reference(
-    x: torch.Tensor,
+    input: torch.Tensor,
     weight: torch.Tensor,
     attention: torch.Tensor,
     bias: Optional[torch.Tensor],
@@ -296,12 +288,14 @@ def _dynamic_conv2d_reference(
     groups: int,
 ) -> torch.Tensor:
     """Differentiable PyTorch program behind ``edgeconv::dynamic_conv2d`` (shapes: see op)."""
-    n, c, h, w = x.shape
+    if input.shape[0] == 0:  # batch-as-groups needs at least one group
+        return input.new_empty(_dynamic_output_shape(input, weight, stride, padding, dilation))
+    n, c, h, w = input.shape
     k, o = weight.shape[:2]
     mixed = torch.einsum("nk,kocij->nocij", attention, weight)  # per-sample kernels
     # Batch-as-groups: one grouped conv computes every sample with its own kernel.
     y = F.conv2d(
-        x.reshape(1, n * c, h, w),
+        input.reshape(1, n * c, h, w),
         mixed.reshape(n * o, *weight.shape[2:]),
         None,
         stride,
@@ -322,22 +316,9 @@ def _dynamic_output_shape(x, weight, stride, padding, dilation):
     return (x.shape[0], weight.shape[1], oh, ow)
 
 
-@torch.library.custom_op("edgeconv::dynamic_conv2d", mutates_args=())
-def _dynamic_conv2d_op(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    attention: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    groups: int,
-) -> torch.Tensor:
-    if input.shape[0] == 0:
-        return input.new_empty(_dynamic_output_shape(input, weight, stride, padding, dilation))
-    return _dynamic_conv2d_reference(
-        input, weight, attention, bias, stride, padding, dilation, groups
-    )
+_dynamic_conv2d_op = torch.library.custom_op("edgeconv::dynamic_conv2d", mutates_args=())(
+    _dynamic_conv2d_reference
+)
 
 
 @_dynamic_conv2d_op.register_fake
