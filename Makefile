@@ -3,7 +3,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.edgeconv-installed
 SETUP_DEPS := pyproject.toml constraints.txt scripts/setup.sh scripts/fetch_ort_headers.sh \
-              scripts/fetch_arm_runtime.sh \
+              scripts/fetch_arm_runtime.sh scripts/ort120_venv.sh \
               $(shell find custom_ops -type f 2>/dev/null)
 PYTEST_ARGS ?=
 

@@ -47,7 +47,7 @@ def _candidate_dirs() -> list[Path]:
         except KeyError:
             pass
     for entry in sys.path:
-        if entry and "site-packages" in entry or "dist-packages" in entry:
+        if entry and ("site-packages" in entry or "dist-packages" in entry):
             dirs.append(Path(entry) / "edgeconv")
     seen: set[str] = set()
     unique = []

@@ -29,3 +29,6 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 
 # aarch64 runtime libraries (onnxruntime, TVM) for the emulated ARM checks; needs the venv's pip.
 PYTHON=.venv/bin/python bash scripts/fetch_arm_runtime.sh
+
+# A second venv with onnxruntime 1.20 proves the kernel library loads into old releases too.
+bash scripts/ort120_venv.sh
