@@ -1,0 +1,748 @@
+"""``edgeconv`` command line: layers, models, profile, export, run, compile, bench, deploy.
+
+Why argparse: it is in the standard library, so the console script adds no dependency (click or
+typer would be one more pinned package in every deployment image for what is a dozen options);
+sub-parsers give per-command ``--help`` and usage errors with exit code 2 for free. Output
+formatting uses ``rich`` (already a dependency) for tables and progress.
+
+Exit codes (all commands):
+
+* ``0`` success (for ``deploy``: every requested stage passed or was legitimately skipped,
+  see :func:`edgeconv.deploy.exit_code`);
+* ``1`` the command ran but something failed: a deploy stage failed or lost parity, a benchmark
+  backend failed, an export/compile error (one line ``edgeconv: error: <Type>: ...``);
+* ``2`` usage error, one line ``edgeconv: error: ...`` on stderr and no traceback (``--debug``
+  shows it): unknown command/option, unknown model, bad target, unreadable file, malformed
+  ``--input`` shape.
+
+The back ends (onnx, onnxruntime, TVM, matplotlib) are imported inside the commands that use
+them, so a missing optional one (TVM) only affects those commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["main", "build_parser", "CLIError", "parse_shape", "resolve_model", "TARGETS"]
+
+PROG = "edgeconv"
+TARGETS = ("x86", "x86-avx2", "x86-avx512", "arm64", "arm64-dotprod")
+DEPLOY_TARGETS = ("ort", "tvm-x86", "tvm-arm64", "ort-arm64")
+
+
+DEPLOY_EXIT_RULE = """\
+exit codes:
+  0  every stage passed or was legitimately skipped. Legitimate skips: an optional dependency of a
+     target that came from the default target list is missing (TVM not installed -> tvm-*, kernel
+     library not built -> ort); the emulated arm64 run when edgeconv.arm or its tools (cross
+     toolchain, qemu-user) are unavailable. Targets named with --targets must run: the same
+     conditions are then failures.
+  1  a stage failed: an error, or parity above --tol (max|y - y_torch| / max|y_torch|).
+  2  usage error (unknown model, malformed --input, bad target, unreadable file).
+"""
+
+
+class CLIError(Exception):
+    """A user error: printed as ``edgeconv: error: <message>``, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line ``edgeconv: error: ...`` with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = f" (see '{self.prog} --help')"
+        sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
+        sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------------
+# argument helpers
+# ------------------------------------------------------------------------------------------
+
+
+def parse_shape(text: str) -> Tuple[int, ...]:
+    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; 4 positive ints (NCHW)."""
+    raw = str(text).strip().replace("x", ",").replace("X", ",")
+    parts = [p.strip() for p in raw.split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224") from None
+    if len(shape) != 4 or min(shape) <= 0:
+        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224 (NCHW)")
+    return shape
+
+
+def _shape_arg(text: str) -> Tuple[int, ...]:
+    try:
+        return parse_shape(text)
+    except CLIError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def parse_rpc(text: str) -> Dict[str, Any]:
+    """``HOST:PORT`` (RPC server) or ``HOST:PORT/KEY`` (RPC tracker + device key)."""
+    key = None
+    spec = text
+    if "/" in spec:
+        spec, key = spec.split("/", 1)
+        if not key:
+            raise CLIError(f"malformed --rpc {text!r}: empty tracker key after '/'")
+    host, sep, port = spec.rpartition(":")
+    if not sep or not host:
+        raise CLIError(f"malformed --rpc {text!r}: expected HOST:PORT or HOST:PORT/KEY")
+    try:
+        port_num = int(port)
+    except ValueError:
+        raise CLIError(f"malformed --rpc {text!r}: port {port!r} is not an int") from None
+    if not 0 < port_num < 65536:
+        raise CLIError(f"malformed --rpc {text!r}: port out of range")
+    return {"host": host, "port": port_num, "key": key}
+
+
+def _rpc_arg(text: str) -> Dict[str, Any]:
+    try:
+        return parse_rpc(text)
+    except CLIError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _writable_dir(path, what: str = "output directory") -> Path:
+    """Create ``path`` (and parents) if needed; ``CLIError`` if it cannot be written."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create {what} {str(path)!r}: {exc.strerror or exc}") from None
+    if not p.is_dir() or not os.access(p, os.W_OK):
+        raise CLIError(f"cannot write to {what} {str(path)!r}")
+    return p
+
+
+def _readable_file(path: str, what: str = "file") -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"cannot read {what} {path!r}: no such file")
+    if not os.access(p, os.R_OK):
+        raise CLIError(f"cannot read {what} {path!r}: permission denied")
+    return p
+
+
+# ------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------
+
+
+def _load_factory(spec: str) -> Callable[..., Any]:
+    """``path/to/file.py:factory`` -> the callable (``CLIError`` if missing/unreadable)."""
+    path, _, attr = spec.rpartition(":")
+    if not attr.isidentifier():
+        raise CLIError(f"malformed model {spec!r}: expected NAME or path/to/file.py:factory")
+    file = _readable_file(path, "model file")
+    mod_name = f"_edgeconv_user_model_{abs(hash(str(file.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise CLIError(f"cannot import model file {path!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # user code: report, do not crash with a traceback
+        raise CLIError(f"cannot import model file {path!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise CLIError(f"model file {path!r} has no callable {attr!r}")
+    return factory
+
+
+def _is_file_spec(spec: str) -> bool:
+    path, sep, _ = spec.rpartition(":")
+    return bool(sep) and (path.endswith(".py") or os.sep in path or "/" in path)
+
+
+def resolve_model(
+    spec: str, input_shape: Optional[Sequence[int]] = None, **kwargs: Any
+) -> Tuple[Any, Tuple[int, ...], str]:
+    """Build the model named by ``spec`` -> ``(model in eval mode, input shape, display name)``.
+
+    ``spec`` is a registered name (``edgeconv models``) or ``path/to/file.py:factory``. Without
+    ``input_shape`` the registered default input is used (``1,3,224,224`` for file models). A
+    factory that takes ``input_size`` (GDC models) gets ``input_shape[2:]``.
+    """
+    if _is_file_spec(spec):
+        factory = _load_factory(spec)
+        default = (1, 3, 224, 224)
+        name = spec
+    else:
+        import edgeconv.models as zoo
+
+        try:
+            entry = zoo.get_entry(spec)
+        except KeyError:
+            raise CLIError(f"unknown model {spec!r}; known models: {', '.join(zoo.list_models())}") from None
+        factory, default, name = entry.factory, entry.default_input, entry.name
+    shape = tuple(input_shape) if input_shape else tuple(default)
+    try:
+        params = inspect.signature(factory).parameters
+        takes_size = "input_size" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        takes_size = False
+    if takes_size and "input_size" not in kwargs:
+        kwargs["input_size"] = tuple(shape[2:])
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # user/zoo factory rejected the arguments: a usage error
+        raise CLIError(f"cannot build model {spec!r} for input {','.join(map(str, shape))}: "
+                       f"{type(exc).__name__}: {exc}") from exc
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise CLIError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval(), shape, name
+
+
+# ------------------------------------------------------------------------------------------
+# output helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _console(quiet: bool = False, stderr: bool = False):
+    """A rich console; when not writing to a terminal, wide enough that tables do not wrap."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 220
+    return Console(quiet=quiet, highlight=False, soft_wrap=True, width=width, stderr=stderr)
+
+
+def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="right" if i in right else "left", overflow="fold")
+    for r in rows:
+        table.add_row(*[str(c) for c in r])
+    _console().print(table)
+
+
+def _fmt_int(n: float) -> str:
+    n = float(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{int(n)}"
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------
+
+# kind -> (constructor kwargs builder, claim, expected params ratio vs standard conv)
+LAYER_SHAPE = (1, 64, 56, 56)
+
+
+def layer_comparison(c: int = 64, n: int = 64, hw: int = 56, k: int = 3) -> List[Dict[str, Any]]:
+    """Every conv kind on ``1 x c x hw x hw -> n`` (k x k where applicable) vs a standard conv.
+
+    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves; ``expected``
+    is the seed article's formula for the parameter ratio, to compare with the measured one.
+    """
+    import torch
+    from torch import nn
+
+    from edgeconv import layers as L
+    from edgeconv.analysis import profile
+
+    g, p, kd = 4, 4, 4
+    rows_spec = [
+        ("conv (reference)", lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
+        ("true", lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
+        ("group", lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
+        ("depthwise", lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
+        ("gdc", lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
+        ("shuffled_group", lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
+        ("separable", lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
+         1 / n + 1 / (k * k)),
+        ("mixconv", lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
+         sum(ci * ki * ki for ci, ki in zip(L.split_channels(c, 3), (3, 5, 7))) / (n * c * k * k)),
+        ("dilated", lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
+        ("deform", lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
+         1 + (2 * k * k) / n),
+        ("deform_v2", lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
+         1 + (3 * k * k) / n),
+        ("spatially_separable", lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
+         2 / k),
+        ("flattened", lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
+        ("hetconv", lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
+        ("dynamic", lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
+         f"{kd}x kernels + attention; MACs +attention +mixing (paper: ~+4% FLOPs on MobileNet)", float(kd)),
+    ]
+    shape = (1, c, hw, hw)
+    out: List[Dict[str, Any]] = []
+    base_params = base_macs = base_weights = None
+    for kind, build, claim, expected in rows_spec:
+        torch.manual_seed(0)
+        layer = build()
+        prof = profile(layer, shape)
+        params, macs = prof.total_params, prof.total_macs
+        bias = sum(p.numel() for name, p in layer.named_parameters() if name.rsplit(".", 1)[-1] == "bias")
+        weights = params - bias
+        if base_params is None:
+            base_params, base_macs, base_weights = params, macs, weights
+        out.append({
+            "kind": kind,
+            "layer": type(layer).__name__,
+            "params": params,
+            "macs": macs,
+            "params_ratio": params / base_params,
+            "weights": weights,
+            "weights_ratio": weights / base_weights,
+            "macs_ratio": macs / base_macs,
+            "expected_params_ratio": expected,
+            "claim": claim,
+            "output_shape": list(prof.rows[-1].output_shape) if prof.rows else [],
+            "bias_params": bias,
+        })
+    return out
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    rows = layer_comparison(args.channels, args.channels, args.size, args.kernel)
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [
+        (
+            r["kind"], r["layer"], f"{r['params']:,}", f"{r['weights_ratio']:.4f}",
+            "-" if r["expected_params_ratio"] is None else f"{r['expected_params_ratio']:.4f}",
+            _fmt_int(r["macs"]), f"{r['macs_ratio']:.3f}", "x".join(map(str, r["output_shape"])), r["claim"],
+        )
+        for r in rows
+    ]
+    c, s, k = args.channels, args.size, args.kernel
+    _print_table(
+        f"conv kinds on 1x{c}x{s}x{s} -> {c}, K={k}: measured with edgeconv.analysis.profile "
+        "(params incl. bias; weights/std = parameters without biases vs the standard conv, "
+        "expected = the article's formula)",
+        ("kind", "layer", "params", "weights/std", "expected", "MACs", "MACs/std", "output", "claim"),
+        table,
+        right=(2, 3, 4, 5, 6),
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import edgeconv.models as zoo
+    from edgeconv.analysis import count_parameters
+
+    rows = []
+    for name in zoo.list_models():
+        entry = zoo.get_entry(name)
+        params = "-"
+        if not args.no_params:
+            kw = {"input_size": entry.default_input[2:]} if entry.accepts("input_size") else {}
+            params = _fmt_int(count_parameters(entry.factory(**kw)))
+        rows.append((name, "x".join(map(str, entry.default_input)), params, ", ".join(entry.kinds), entry.description))
+    _print_table("edgeconv models", ("name", "default input", "params", "conv kinds", "description"), rows, right=(2,))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from edgeconv.analysis import profile
+
+    model, shape, name = resolve_model(args.model, args.input)
+    prof = profile(model, shape)
+    if args.json:
+        import json
+
+        print(json.dumps({"model": name, "input_shape": list(shape), "total_params": prof.total_params,
+                          "total_macs": prof.total_macs, "rows": prof.as_dicts()}, indent=2))
+        return 0
+    rows = [
+        (r.name, r.kind, f"{r.params:,}", f"{r.macs:,}", "x".join(map(str, r.output_shape)))
+        for r in prof.rows
+    ]
+    rows.append(("TOTAL", "", f"{prof.total_params:,}", f"{prof.total_macs:,}", ""))
+    _print_table(f"{name} on {'x'.join(map(str, shape))}", ("layer", "kind", "params", "MACs", "output"), rows,
+                 right=(2, 3))
+    from edgeconv.deploy import kind_summary
+
+    krows = [
+        (k, v["layers"], f"{v['params']:,}", f"{v['macs']:,}", f"{100 * v['mac_share']:.1f}%")
+        for k, v in kind_summary(prof).items()
+    ]
+    _print_table("per kind", ("kind", "layers", "params", "MACs", "MAC share"), krows, right=(1, 2, 3, 4))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgeconv.deploy import export_model
+
+    out = Path(args.output)
+    _writable_dir(out.parent if str(out.parent) else ".")
+    model, shape, name = resolve_model(args.model, args.input)
+    with _status(args, f"exporting {name} ({'x'.join(map(str, shape))}) to {out}"):
+        export_model(model, shape, out, opset=args.opset, deform=args.deform, fallback=args.fallback)
+    _console().print(f"wrote {out}")
+    return 0
+
+
+def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
+    """Inputs for an ONNX model: ``.npy`` files in graph-input order, else random (dynamic dims -> 1)."""
+    import numpy as np
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise CLIError(f"cannot read ONNX model {str(path)!r}: {exc}") from exc
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    if arrays:
+        if len(arrays) != len(graph_inputs):
+            raise CLIError(f"{path} has {len(graph_inputs)} inputs, got {len(arrays)} --inputs files")
+        feeds = {}
+        for vi, a in zip(graph_inputs, arrays):
+            p = _readable_file(a, "input array")
+            try:
+                feeds[vi.name] = np.load(p, allow_pickle=False)
+            except Exception as exc:
+                raise CLIError(f"cannot read input array {a!r}: {exc}") from exc
+        return model, feeds
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in graph_inputs:
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
+    return model, feeds
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgeconv.deploy import make_ort_session, time_callable
+
+    path = _readable_file(args.model, "ONNX model")
+    _, feeds = _load_onnx_inputs(path, args.inputs)
+    use_library = not args.no_custom_ops
+    if use_library:
+        from edgeconv.exporters.onnx import custom_ops_available
+
+        if not custom_ops_available():
+            _console(stderr=True).print("warning: the edgeconv kernel library is not built; edgeconv ops run "
+                                        "their fallback functions")
+            use_library = False
+    try:
+        sess = make_ort_session(path, use_library=use_library, threads=args.threads)
+    except Exception as exc:
+        raise CLIError(f"onnxruntime cannot load {str(path)!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
+    outputs = sess.run(None, feeds)
+    names = [o.name for o in sess.get_outputs()]
+    con = _console()
+    for n, a in zip(names, outputs):
+        a = np.asarray(a)
+        con.print(f"{n}: shape={list(a.shape)} dtype={a.dtype} mean={a.mean():.6g} std={a.std():.6g} "
+                  f"min={a.min():.6g} max={a.max():.6g}")
+    if args.output:
+        out_dir = Path(args.output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, a in enumerate(outputs):
+            np.save(out_dir / f"output_{i}.npy", a)
+    if args.repeat:
+        stats = time_callable(lambda: sess.run(None, feeds), repeats=args.repeat, warmup=2)
+        con.print(f"latency: median {stats['median_ms']:.3f} ms over {args.repeat} runs "
+                  f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}), threads={args.threads}, "
+                  f"custom ops={'off' if args.no_custom_ops else 'on'}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    path = _readable_file(args.model, "ONNX model")
+    _writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
+    try:
+        from edgeconv.exporters.tvm import compile_tvm
+    except ImportError as exc:
+        raise CLIError(f"TVM is not available ({exc}); install edgeconv[tvm]") from exc
+    from edgeconv.deploy import _missing_edgeconv_converter, standardize_onnx
+
+    with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
+        try:
+            compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune)
+        except Exception as exc:
+            if not _missing_edgeconv_converter(exc):
+                raise
+            # TVM cannot import the edgeconv custom ops: compile their decomposed fallback functions
+            try:
+                std = standardize_onnx(str(path))
+            except RuntimeError as std_exc:
+                raise CLIError(f"TVM cannot import the edgeconv ops of {path} and {std_exc}") from std_exc
+            compile_tvm(std, target=args.target, output=args.output, tune_trials=args.tune)
+            _console(stderr=True).print("note: TVM has no converter for the edgeconv ops; compiled their "
+                                        "standard-operator fallback functions (static batch 1)")
+    con = _console()
+    con.print(f"wrote {args.output}")
+    if args.rpc:
+        import numpy as np
+
+        from edgeconv.deploy import run_rpc
+
+        _, feeds = _load_onnx_inputs(path, None)
+        res = run_rpc(args.output, args.rpc, list(feeds.values()), repeats=args.repeat or 10)
+        out = res["outputs"]
+        con.print(f"rpc {args.rpc['host']}:{args.rpc['port']}: outputs {[list(np.shape(o)) for o in out]}, "
+                  f"median {res['latency']['median_ms']:.3f} ms")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
+    """Dispatch to ``edgeconv.bench.<what>.main(argv)`` with the remaining arguments."""
+    which = args.what
+    if which is None:
+        if any(a in ("-h", "--help") for a in rest):
+            sys.stdout.write(args.bench_help())
+            return 0
+        raise CLIError("bench needs a benchmark name: kernels, tvm or model")
+    module_name = {"model": "edgeconv.bench.model", "kernels": "edgeconv.bench.kernels", "tvm": "edgeconv.bench.tvm"}[which]
+    try:
+        module = importlib.import_module(module_name)
+        bench_main = module.main
+    except (ImportError, AttributeError) as exc:
+        raise CLIError(f"benchmark {which!r} unavailable ({module_name}: {exc})") from exc
+    argv = list(rest)
+    if args.rpc_raw:
+        parse_rpc(args.rpc_raw)  # validate early: exit 2 on a malformed address
+        try:
+            supports_rpc = '"--rpc"' in inspect.getsource(module)
+        except (OSError, TypeError):
+            supports_rpc = False
+        if not supports_rpc:
+            raise CLIError(f"'edgeconv bench {which}' does not support --rpc; use 'edgeconv bench model --rpc' "
+                           "or 'edgeconv deploy --rpc'")
+        argv += ["--rpc", args.rpc_raw]
+    if args.quiet and which == "model":
+        argv.append("-q")
+    rc = bench_main(argv)
+    return int(rc or 0)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from edgeconv.deploy import DeployConfig, run_deploy
+
+    targets = None
+    if args.targets is not None:
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+        bad = [t for t in targets if t not in DEPLOY_TARGETS]
+        if bad or not targets:
+            raise CLIError(f"bad --targets {args.targets!r}: expected a comma-separated subset of {','.join(DEPLOY_TARGETS)}")
+    _writable_dir(args.output)
+    model, shape, name = resolve_model(args.model, args.input)
+    cfg = DeployConfig(
+        model=model,
+        model_name=name,
+        input_shape=shape,
+        outdir=Path(args.output),
+        targets=targets,
+        repeats=args.repeats,
+        threads=args.threads,
+        tol=args.tol,
+        rpc=args.rpc,
+        rpc_target=args.rpc_target,
+        opset=args.opset,
+        quiet=args.quiet,
+        tune_trials=args.tune,
+    )
+    result = run_deploy(cfg)
+    con = _console()  # -q silences progress, not the result
+    con.print(result.summary_text())
+    con.print(f"report: {cfg.outdir / 'report.md'}")
+    return result.exit_code
+
+
+class _NullStatus:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _status(args: argparse.Namespace, text: str):
+    if getattr(args, "quiet", False):
+        return _NullStatus()
+    return _console(stderr=True).status(text)
+
+
+# ------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress output")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+
+    parser = _Parser(prog=PROG, description="Every convolution kind, from a PyTorch layer to a verified edge deployment.",
+                     parents=[common])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("layers", parents=[common], help="params/MACs of every conv kind vs a standard conv")
+    p.add_argument("--channels", type=_positive_int, default=64, help="in = out channels (default 64)")
+    p.add_argument("--size", type=_positive_int, default=56, help="input height = width (default 56)")
+    p.add_argument("--kernel", type=_positive_int, default=3, choices=(3, 5, 7), help="kernel size (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("models", parents=[common], help="list the model zoo")
+    p.add_argument("--no-params", action="store_true", help="do not instantiate models to count parameters")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("profile", parents=[common], help="per-layer params/MACs of a model")
+    p.add_argument("model", help="registered name or path/to/file.py:factory")
+    p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("export", parents=[common], help="export a model to ONNX")
+    p.add_argument("model", help="registered name or path/to/file.py:factory")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's)")
+    p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--deform", choices=("auto", "standard", "custom"), default="auto",
+                   help="deformable conv as standard ONNX DeformConv, edgeconv custom op, or auto")
+    p.add_argument("--fallback", choices=("standard", "decomposed"), default="standard",
+                   help="model-local function attached to custom ops for runtimes without our library")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", parents=[common], help="run an ONNX model in onnxruntime (with edgeconv kernels)")
+    p.add_argument("model", help="path to a .onnx file")
+    p.add_argument("--inputs", nargs="+", default=None, metavar="NPY", help=".npy arrays, one per graph input")
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: onnxruntime's)")
+    p.add_argument("--no-custom-ops", action="store_true", help="do not load the edgeconv kernel library")
+    p.add_argument("--repeat", type=_non_negative_int, default=0, help="also time N runs (median)")
+    p.add_argument("--output", default=None, help="directory to save outputs as .npy")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", parents=[common], help="compile an ONNX model with TVM")
+    p.add_argument("model", help="path to a .onnx file")
+    p.add_argument("--target", required=True, choices=TARGETS, help="TVM target")
+    p.add_argument("-o", "--output", required=True, help="output shared library (.so)")
+    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials (default 0)")
+    p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
+                   help="also run the compiled module on an RPC server (or tracker/key)")
+    p.add_argument("--repeat", type=_non_negative_int, default=10, help="timed runs for --rpc")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("bench", parents=[common], add_help=False,
+                       help="benchmarks: kernels | tvm | model (extra args passed on)",
+                       description="Run a benchmark; arguments after its name go to it "
+                                   "('edgeconv bench model --help' shows them).")
+    p.add_argument("what", nargs="?", choices=("kernels", "tvm", "model"), help="benchmark to run")
+    p.add_argument("--rpc", dest="rpc_raw", type=str, default=None, metavar="HOST:PORT[/KEY]",
+                   help="run TVM modules on a remote device (tvm, model)")
+    p.set_defaults(func=cmd_bench, passthrough=True, bench_help=p.format_help)
+
+    p = sub.add_parser(
+        "deploy", parents=[common], help="profile, export, check, run, compile; write a report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Profile MODEL, export it to ONNX, check it, run it in onnxruntime with and without the "
+                    "edgeconv kernels, compile it with TVM for the host and for arm64 (run under qemu via "
+                    "edgeconv.arm), check parity against PyTorch and time every backend; write "
+                    "OUTPUT/report.md, report.json and latency.png.",
+        epilog=DEPLOY_EXIT_RULE,
+    )
+    p.add_argument("model", nargs="?", default="edgenet", help="registered name or path/to/file.py:factory (default edgenet)")
+    p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's; edgenet 1,3,64,64)")
+    p.add_argument("--targets", default=None,
+                   help=f"comma-separated subset of {','.join(DEPLOY_TARGETS)} (default: ort,tvm-x86,tvm-arm64; with "
+                        "the default, targets whose optional dependency is missing are skipped instead of failing; "
+                        "ort-arm64 = aarch64 onnxruntime + kernels under qemu, opt-in)")
+    p.add_argument("-o", "--output", default="deploy-report", help="output directory (default deploy-report)")
+    p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
+                   help="also run the TVM module on an RPC server / tracker key")
+    p.add_argument("--rpc-target", default="arm64", choices=TARGETS, help="target compiled for the --rpc device (default arm64)")
+    p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per backend (median; default 20)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="threads for every backend (default 1)")
+    p.add_argument("--tol", type=_positive_float, default=1e-4, help="parity tolerance: max|diff| / max|torch| (default 1e-4)")
+    p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials for TVM (default 0)")
+    p.set_defaults(func=cmd_deploy)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``edgeconv`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.quiet = getattr(args, "quiet", False)
+    args.debug = getattr(args, "debug", False)
+    try:
+        if getattr(args, "passthrough", False):
+            return args.func(args, rest)
+        return args.func(args)
+    except CLIError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except Exception as exc:  # unexpected failure: one line unless --debug
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(f"{PROG}: error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""``edgeconv deploy``: the pipeline, its report files and its exit-code rule."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+deploy = pytest.importorskip("edgeconv.deploy")
+from edgeconv.deploy import DeployConfig, StageResult, exit_code, parity, run_deploy  # noqa: E402
+
+TINY_MODEL = textwrap.dedent(
+    """
+    from torch import nn
+    from edgeconv.layers import DepthwiseSeparableConv2d, GroupConv2d
+
+    def make(num_classes=4):
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            DepthwiseSeparableConv2d(8, 16, 3), nn.ReLU(),
+            GroupConv2d(16, 16, 3, groups=4),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
+        )
+    """
+)
+
+
+def _exporter_or_skip():
+    try:
+        from edgeconv.exporters.onnx import export_onnx  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"edgeconv.exporters.onnx unavailable: {exc}")
+
+
+def _tvm_or_skip():
+    pytest.importorskip("tvm")
+    try:
+        from edgeconv.exporters.tvm import compile_tvm  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"edgeconv.exporters.tvm unavailable: {exc}")
+
+
+def _tiny_model():
+    import torch
+
+    from edgeconv.models._blocks import randomize_bn
+
+    ns: dict = {}
+    exec(TINY_MODEL, ns)
+    torch.manual_seed(0)
+    return randomize_bn(ns["make"]()).eval()
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(model=_tiny_model(), model_name="tiny", input_shape=(1, 3, 32, 32), outdir=tmp_path / "out",
+                repeats=3, warmup=1, quiet=True)
+    base.update(kw)
+    return DeployConfig(**base)
+
+
+# ------------------------------------------------------------------------------------------
+# pure functions
+# ------------------------------------------------------------------------------------------
+
+
+def test_exit_code_rule():
+    passed = StageResult("export", status="passed")
+    legit = StageResult("tvm-arm64-run", status="skipped", legit=True, reason="no qemu")
+    not_legit = StageResult("tvm-x86", status="skipped", legit=False, reason="upstream failed")
+    failed = StageResult("ort", status="failed", reason="boom")
+    assert exit_code([passed, legit]) == 0
+    assert exit_code([passed, not_legit]) == 1
+    assert exit_code([passed, failed, legit]) == 1
+    assert exit_code([]) == 0
+
+
+def test_parity_metric():
+    ref = [np.array([1.0, -2.0, 4.0], np.float32)]
+    assert parity(ref, [ref[0] + 1e-5])["ok"]
+    p = parity(ref, [ref[0] + np.array([0, 0, 0.01], np.float32)], tol=1e-4)
+    assert not p["ok"] and p["rel"] == pytest.approx(0.01 / 4, rel=1e-3)
+    assert not parity(ref, [np.array([np.nan, 0, 0], np.float32)])["ok"]
+    assert not parity(ref, [np.zeros(4, np.float32)])["ok"]
+    assert not parity(ref, [])["ok"]
+
+
+def test_arm_helper_without_tools_is_a_legit_skip(tmp_path):
+    from types import SimpleNamespace
+
+    from edgeconv.deploy import _call_arm
+
+    cfg = DeployConfig(model=None, model_name="m", input_shape=(1, 3, 32, 32), outdir=tmp_path)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    no_tools = SimpleNamespace(tools_available=lambda: (False, "qemu-aarch64 not found (apt install qemu-user)"),
+                               verify_arm=lambda *a, **k: pytest.fail("must not run"))
+    res = _call_arm(no_tools, tmp_path / "m.so", "tvm", x, [x], cfg, tmp_path)
+    assert "qemu-aarch64 not found" in res["skipped"]
+
+    ran = SimpleNamespace(
+        tools_available=lambda: (True, ""),
+        verify_arm=lambda *a, **k: SimpleNamespace(
+            skipped=None, outputs=[x + 1], latency={"median_ms": 5.0, "p10_ms": 4.0, "p90_ms": 6.0, "repeats": 3},
+            backends={"tvm": SimpleNamespace(ok=True, status="ok", message="", wall_s=1.0, max_rel_err=0.0)}),
+    )
+    res = _call_arm(ran, tmp_path / "m.so", "tvm", x, [x], cfg, tmp_path)
+    assert res["latency"]["median_ms"] == 5.0 and np.all(res["outputs"][0] == 1)
+
+    broken = SimpleNamespace(
+        tools_available=lambda: (True, ""),
+        verify_arm=lambda *a, **k: SimpleNamespace(
+            skipped=None, outputs=[], latency=None,
+            backends={"tvm": SimpleNamespace(ok=False, status="error", message="qemu crashed", wall_s=None,
+                                             max_rel_err=None)}),
+    )
+    with pytest.raises(RuntimeError, match="qemu crashed"):
+        _call_arm(broken, tmp_path / "m.so", "tvm", x, [x], cfg, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------
+# pipeline (in-process, tiny model)
+# ------------------------------------------------------------------------------------------
+
+
+def test_ort_pipeline_report_files(tmp_path):
+    _exporter_or_skip()
+    result = run_deploy(_cfg(tmp_path, targets=["ort"]))
+    out = tmp_path / "out"
+    names = [s.name for s in result.stages]
+    assert names == ["torch", "profile", "export", "onnx-check", "ort", "ort-nolib"]
+    by = {s.name: s for s in result.stages}
+    for name in ("torch", "profile", "export", "onnx-check", "ort-nolib"):
+        assert by[name].status == "passed", (name, by[name].reason)
+    from edgeconv.exporters.onnx import custom_ops_available
+
+    # ort was named explicitly: it must run (fails, not skips, if the library is missing)
+    assert by["ort"].status == ("passed" if custom_ops_available() else "failed")
+    for f in ("report.md", "report.json", "latency.png", "model.onnx", "input.npy", "torch_output.npy"):
+        assert (out / f).stat().st_size > 0, f
+    data = json.loads((out / "report.json").read_text())
+    assert data["model"] == "tiny" and data["input_shape"] == [1, 3, 32, 32]
+    assert data["parity"]["ort-nolib"]["rel"] <= 1e-4
+    assert data["latency_ms"]["torch"]["median_ms"] > 0 and data["latency_ms"]["ort-nolib"]["median_ms"] > 0
+    assert data["total_params"] > 0 and data["kinds"]["separable"]["layers"] == 1
+    assert set(data["kind_latency_ms_torch"]) >= {"separable", "group", "other"}
+    md = (out / "report.md").read_text()
+    assert "## Stages" in md and "## Latency per backend" in md and "## Per layer kind" in md
+    assert "latency.png" in md
+    assert result.exit_code == data["exit_code"] == (0 if custom_ops_available() else 1)
+
+
+def test_missing_tvm_is_a_legit_skip_only_for_default_targets(tmp_path, monkeypatch):
+    _exporter_or_skip()
+    monkeypatch.setattr(deploy, "_tvm_available", lambda: (False, "TVM not available (test)"))
+    monkeypatch.setattr(deploy, "_library_available", lambda: (False, "library not built (test)"))
+    monkeypatch.setattr(deploy, "DEFAULT_TARGETS", ("ort", "tvm-x86"))
+    res = run_deploy(_cfg(tmp_path, targets=None))
+    by = {s.name: s for s in res.stages}
+    assert by["tvm-x86"].status == "skipped" and by["tvm-x86"].legit
+    assert by["ort"].status == "skipped" and by["ort"].legit
+    assert by["ort-nolib"].status == "passed"
+    assert res.exit_code == 0
+    # the same targets named explicitly must run: missing dependencies are failures
+    res = run_deploy(_cfg(tmp_path, targets=["tvm-x86"]))
+    by = {s.name: s for s in res.stages}
+    assert by["tvm-x86"].status == "failed" and "TVM not available" in by["tvm-x86"].reason
+    assert res.exit_code == 1
+
+
+def test_failing_stage_is_recorded_and_pipeline_continues(tmp_path, monkeypatch):
+    _exporter_or_skip()
+
+    def broken_session(*a, **k):
+        raise RuntimeError("onnxruntime exploded")
+
+    monkeypatch.setattr(deploy, "make_ort_session", broken_session)
+    res = run_deploy(_cfg(tmp_path, targets=["ort"]))
+    by = {s.name: s for s in res.stages}
+    assert by["ort-nolib"].status == "failed" and "exploded" in by["ort-nolib"].reason
+    assert by["export"].status == "passed"
+    assert res.exit_code == 1
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["exit_code"] == 1
+    assert "onnxruntime exploded" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_parity_failure_fails_the_stage(tmp_path, monkeypatch):
+    _exporter_or_skip()
+    real = deploy.make_ort_session
+
+    class Wrong:
+        def __init__(self, sess):
+            self.sess = sess
+
+        def get_inputs(self):
+            return self.sess.get_inputs()
+
+        def run(self, names, feeds):
+            return [o + 1.0 for o in self.sess.run(names, feeds)]
+
+    monkeypatch.setattr(deploy, "make_ort_session", lambda *a, **k: Wrong(real(*a, **k)))
+    res = run_deploy(_cfg(tmp_path, targets=["ort"]))
+    st = res.stage("ort-nolib")
+    assert st.status == "failed" and "parity" in st.reason
+    assert res.exit_code == 1
+
+
+def test_tvm_x86_stage(tmp_path):
+    _exporter_or_skip()
+    _tvm_or_skip()
+    res = run_deploy(_cfg(tmp_path, targets=["tvm-x86"]))
+    st = res.stage("tvm-x86")
+    assert st.status == "passed", st.reason
+    assert st.parity["rel"] <= 1e-4 and st.latency["median_ms"] > 0
+    assert (tmp_path / "out" / "model_x86.so").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# CLI end to end (subprocess)
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_deploy_edgenet_ort(tmp_path):
+    """`edgeconv deploy` (default model edgenet) at 32x32, onnxruntime target only."""
+    _exporter_or_skip()
+    out = tmp_path / "report"
+    res = subprocess.run(
+        [sys.executable, "-m", "edgeconv.cli", "deploy", "--input", "1,3,32,32", "--targets", "ort",
+         "-o", str(out), "--repeats", "3", "-q"],
+        capture_output=True, text=True, timeout=900,
+    )
+    from edgeconv.exporters.onnx import custom_ops_available
+
+    assert res.returncode == (0 if custom_ops_available() else 1), res.stdout + res.stderr
+    for f in ("report.md", "report.json", "latency.png"):
+        assert (out / f).stat().st_size > 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["model"] == "edgenet"
+    assert {"ort-nolib", "torch"} <= set(data["latency_ms"])
+    assert data["parity"]["ort-nolib"]["rel"] <= 1e-4
+    kinds = set(data["kinds"])
+    assert {"deform", "deform_v2", "dynamic", "gdc", "hetconv", "mixconv"} <= kinds
+    assert "edgenet" in res.stdout and "exit code" in res.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# slow: arm64 cross-compile + emulated run, RPC on loopback
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tvm_arm64_cross_compile_and_emulated_run(tmp_path):
+    _exporter_or_skip()
+    _tvm_or_skip()
+    res = run_deploy(_cfg(tmp_path, targets=["tvm-arm64"]))
+    assert res.stage("tvm-arm64").status == "passed", res.stage("tvm-arm64").reason
+    run = res.stage("tvm-arm64-run")
+    assert run.status == "passed" or (run.status == "skipped" and run.legit), run.reason
+    if run.status == "passed":
+        assert run.parity["rel"] <= 1e-4
+    assert res.exit_code == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(proc, port, what):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            pytest.skip(f"{what} exited: {proc.stdout.read().decode(errors='replace')[-500:]}")
+        time.sleep(0.3)
+    proc.kill()
+    pytest.skip(f"{what} did not start")
+
+
+def _spawn(*args):
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _stop(*procs):
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def rpc_server():
+    """``HOST:PORT`` of a TVM RPC server on loopback (its own process)."""
+    _tvm_or_skip()
+    for mod in ("cloudpickle", "psutil"):
+        pytest.importorskip(mod)
+    port = _free_port()
+    proc = _spawn("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
+    _wait_port(proc, port, "RPC server")
+    yield f"127.0.0.1:{port}"
+    _stop(proc)
+
+
+@pytest.fixture
+def rpc_tracker():
+    """``HOST:PORT/KEY`` of a TVM RPC tracker on loopback with one server registered as KEY."""
+    _tvm_or_skip()
+    for mod in ("cloudpickle", "psutil", "tornado"):
+        pytest.importorskip(mod)
+    tport, sport = _free_port(), _free_port()
+    tracker = _spawn("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tport), "--port-end", str(tport + 1))
+    _wait_port(tracker, tport, "RPC tracker")
+    server = _spawn("tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(sport), "--port-end", str(sport + 1),
+                    "--tracker", f"127.0.0.1:{tport}", "--key", "edgeconv-test")
+    _wait_port(server, sport, "RPC server")
+    time.sleep(2)  # registration with the tracker
+    yield f"127.0.0.1:{tport}/edgeconv-test"
+    _stop(server, tracker)
+
+
+@pytest.mark.slow
+def test_deploy_over_rpc_loopback(tmp_path, rpc_server):
+    _exporter_or_skip()
+    from edgeconv.cli import parse_rpc
+
+    res = run_deploy(_cfg(tmp_path, targets=["tvm-x86"], rpc=parse_rpc(rpc_server), rpc_target="x86"))
+    st = res.stage("tvm-rpc")
+    assert st.status == "passed", st.reason
+    assert st.parity["rel"] <= 1e-4 and st.latency["median_ms"] > 0
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "tvm-rpc" in data["latency_ms"]
+
+
+@pytest.mark.slow
+def test_compile_and_bench_over_rpc_loopback(tmp_path, rpc_server, capsys):
+    _exporter_or_skip()
+    from edgeconv import cli
+
+    model_file = tmp_path / "tiny.py"
+    model_file.write_text(TINY_MODEL)
+    onnx_path = tmp_path / "tiny.onnx"
+    assert cli.main(["export", f"{model_file}:make", "--input", "1,3,32,32", "-o", str(onnx_path), "-q"]) == 0
+    rc = cli.main(["compile", str(onnx_path), "--target", "x86", "-o", str(tmp_path / "tiny.so"), "--rpc", rpc_server,
+                   "--repeat", "3", "-q"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"rpc {rpc_server}" in out and "median" in out
+    rc = cli.main(["bench", "model", f"{model_file}:make", "--input", "1,3,32,32", "--backends", "torch",
+                   "--repeats", "3", "--rpc", rpc_server, "--rpc-target", "x86", "-q"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "tvm-rpc(x86)" in out and "passed" in out
+
+
+@pytest.mark.slow
+def test_edgenet_tvm_x86_through_the_standard_operator_form(tmp_path):
+    """edgenet has edgeconv custom ops; if TVM cannot import them, deploy compiles their
+    decomposed fallback functions (model_tvm.onnx) and must still match PyTorch."""
+    _exporter_or_skip()
+    _tvm_or_skip()
+    import torch
+
+    import edgeconv.models as zoo
+
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, model=zoo.create("edgenet", input_size=32).eval(), model_name="edgenet", targets=["tvm-x86"])
+    res = run_deploy(cfg)
+    st = res.stage("tvm-x86")
+    assert st.status == "passed", st.reason
+    assert st.parity["rel"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_cli_compile_falls_back_to_decomposed_functions(tmp_path, capsys):
+    _exporter_or_skip()
+    _tvm_or_skip()
+    from edgeconv import cli
+
+    onnx_path = tmp_path / "e.onnx"
+    assert cli.main(["export", "edgenet", "--input", "1,3,32,32", "-o", str(onnx_path), "--fallback", "decomposed", "-q"]) == 0
+    assert cli.main(["compile", str(onnx_path), "--target", "x86", "-o", str(tmp_path / "e.so"), "-q"]) == 0
+    assert (tmp_path / "e.so").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_deploy_over_rpc_tracker(tmp_path, rpc_tracker):
+    _exporter_or_skip()
+    from edgeconv.cli import parse_rpc
+
+    res = run_deploy(_cfg(tmp_path, targets=["tvm-x86"], rpc=parse_rpc(rpc_tracker), rpc_target="x86"))
+    st = res.stage("tvm-rpc")
+    assert st.status == "passed", st.reason
+    assert st.info["remote"] == rpc_tracker
+
+
+@pytest.mark.slow
+def test_ort_arm64_emulated_run(tmp_path):
+    """opt-in target: aarch64 onnxruntime + the aarch64 kernel build under qemu (edgeconv.arm)."""
+    _exporter_or_skip()
+    res = run_deploy(_cfg(tmp_path, targets=["ort-arm64"]))
+    st = res.stage("ort-arm64-run")
+    assert st.status == "passed" or (st.status == "skipped" and st.legit), st.reason
+    if st.status == "passed":
+        assert st.parity["rel"] <= 1e-4
