@@ -1,0 +1,198 @@
+"""Import (ONNX / torch / IRModule) -> edgeconv pipeline -> compiled model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["import_model", "compile_tvm", "CompiledModel", "set_num_threads", "build_config"]
+
+
+def build_config() -> dict:
+    """PassContext config our kernels want (partition the zero-padding loops)."""
+    return {"s_tir.LoopPartition": {"partition_const_loop": True}}
+
+
+def set_num_threads(n: int) -> None:
+    """Configure TVM's runtime thread pool (also honoured before first use: TVM_NUM_THREADS)."""
+    import tvm
+
+    os.environ["TVM_NUM_THREADS"] = str(int(n))
+    tvm.get_global_func("runtime.config_threadpool")(0, int(n))
+
+
+def _onnx_io(model):
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    return [i.name for i in inputs], [o.name for o in model.graph.output]
+
+
+def import_model(model, input_shapes: dict | None = None, example_inputs=None):
+    """Return ``(IRModule, input_names, output_names)``; parameters are bound as constants.
+
+    ``model``: ``onnx.ModelProto``, a path to an ``.onnx`` file, a ``tvm.IRModule`` or a
+    ``torch.nn.Module`` (then ``example_inputs`` is required; imported via ``torch.export``).
+    ``input_shapes`` fixes symbolic input dims of an ONNX model (name -> shape).
+    """
+    import tvm
+
+    if isinstance(model, tvm.ir.IRModule):
+        return model, None, None
+    if isinstance(model, (str, os.PathLike)):
+        import onnx
+
+        model = onnx.load(str(model))
+    try:
+        import onnx
+
+        is_onnx = isinstance(model, onnx.ModelProto)
+    except ImportError:  # pragma: no cover
+        is_onnx = False
+    if is_onnx:
+        from tvm.relax.frontend.onnx import from_onnx
+
+        in_names, out_names = _onnx_io(model)
+        mod = from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
+        return mod, in_names, out_names
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    if torch is not None and isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise ValueError("a torch module needs example_inputs")
+        from tvm.relax.frontend.torch import from_exported_program
+
+        args = tuple(torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a for a in example_inputs)
+        with torch.no_grad():
+            ep = torch.export.export(model.eval(), args)
+        mod = from_exported_program(ep, keep_params_as_input=False)
+        return mod, None, None
+    raise TypeError(f"cannot import model of type {type(model).__name__}")
+
+
+class CompiledModel:
+    """A TVM-compiled model. Callable on numpy arrays for host targets."""
+
+    def __init__(self, executable, target: dict, family: str, is_host: bool, input_names, output_names, mod):
+        self.executable = executable
+        self.target = target
+        self.family = family
+        self.is_host = is_host
+        self.input_names = input_names
+        self.output_names = output_names
+        self.mod = mod  # the Relax IRModule after import (before our pipeline)
+        self._vm = None
+
+    @property
+    def vm(self):
+        if self._vm is None:
+            if not self.is_host:
+                raise RuntimeError(f"model was compiled for {self.target}, not for this host")
+            import tvm
+            from tvm import relax
+
+            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        return self._vm
+
+    def __call__(self, *inputs, **named):
+        import tvm
+
+        if named:
+            if not self.input_names:
+                raise TypeError("this model takes positional inputs only")
+            inputs = tuple(inputs) + tuple(named[n] for n in self.input_names[len(inputs):])
+        dev = tvm.cpu()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
+        out = self.vm["main"](*args)
+        return _to_numpy_list(out)
+
+    def benchmark(self, *inputs, number: int = 10, repeat: int = 5) -> list[float]:
+        """Per-run times (seconds) via the VM's time evaluator: one value per repeat."""
+        import tvm
+
+        dev = tvm.cpu()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
+        self.vm.set_input("main", *args)
+        res = self.vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)("main")
+        return list(res.results)
+
+    def export_library(self, path):
+        import tvm
+
+        path = str(path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if self.family == "arm" and not self.is_host:
+            from tvm.support import cc
+
+            self.executable.export_library(path, fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
+        elif not self.is_host and self.family == "x86":
+            self.executable.export_library(path, fcompile=tvm.support.cc.cross_compiler("x86_64-linux-gnu-g++"))
+        else:
+            self.executable.export_library(path)
+        return path
+
+
+def _to_numpy_list(out):
+    import tvm
+
+    if isinstance(out, (list, tuple)) or type(out).__name__ in ("Array", "Tuple"):
+        res = []
+        for o in out:
+            res.extend(_to_numpy_list(o))
+        return res
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    if isinstance(out, tvm.runtime.Tensor):  # pragma: no cover
+        return [out.numpy()]
+    return [np.asarray(out)]
+
+
+def compile_tvm(
+    model,
+    target="x86",
+    output=None,
+    tune_trials: int = 0,
+    *,
+    input_shapes: dict | None = None,
+    example_inputs=None,
+    pipeline: str | None = None,
+    work_dir: str | None = None,
+) -> CompiledModel:
+    """Compile ``model`` with edgeconv's TVM pipeline.
+
+    target: ``x86`` (host; AVX-512 if /proc/cpuinfo has it, else AVX2), ``x86-avx2``,
+    ``x86-avx512``, ``arm64`` (NEON, cortex-a72), ``arm64-dotprod`` or a JSON-dict TVM target.
+    output: path of a shared library to write (cross-compiled for arm64).
+    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves unscheduled and on
+    ours (database in ``work_dir``, default ``tvm-tuning/``); 0 needs no tuning.
+    pipeline: ``"edgeconv"`` (default) or ``"stock"`` (TVM's default pipeline, for comparison).
+    """
+    import tvm
+
+    from .passes import edgeconv_pipeline, register_pipelines
+    from .targets import resolve_target
+
+    register_pipelines()
+    tdict, family, is_host = resolve_target(target)
+    mod, in_names, out_names = import_model(model, input_shapes, example_inputs)
+    tgt = tvm.target.Target(tdict)
+    if pipeline in (None, "edgeconv"):
+        relax_pipeline = edgeconv_pipeline(family)
+    elif pipeline == "stock":
+        relax_pipeline = "default"
+    else:
+        relax_pipeline = pipeline
+    with tvm.transform.PassContext(opt_level=3, config=build_config()):
+        if tune_trials and tune_trials > 0:
+            from .tune import tune_and_build
+
+            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning")
+        else:
+            ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline)
+    cm = CompiledModel(ex, tdict, family, is_host, in_names, out_names, mod)
+    if output is not None:
+        cm.export_library(output)
+    return cm
