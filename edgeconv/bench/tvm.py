@@ -7,9 +7,9 @@ For each case and each thread count it times, in one run:
 * ``ort``: onnxruntime CPU with ``intra_op_num_threads``.
 
 TVM's runtime thread pool reads ``TVM_NUM_THREADS`` when it is first used, so every thread count
-runs in its own subprocess (``--worker``). The runtimes are timed round-robin (one run each, in
-rotating order) so that load from other processes hits all alike; medians over ``--repeats``
-rounds after warm-up, of wall-clock time and of process CPU time.
+runs in its own subprocess (``--worker``). The runtimes are timed in alternating blocks of 5 runs
+(rotating order, short pause between blocks) so that load from other processes hits all alike;
+medians over ``--repeats`` runs after warm-up, of wall-clock time and of process CPU time.
 Writes ``tvm.json`` and ``tvm.png`` into ``--out`` (default ``bench-results/``) and prints a table.
 """
 
@@ -144,28 +144,33 @@ def build_case(name: str):
 
 
 # --------------------------------------------------------------------------- timing
-def _interleaved(fns: dict, warmup: int, repeats: int, budgets: dict) -> dict:
-    """Time several runtimes round-robin (rotating order), so that load from other processes on a
-    shared machine hits all of them alike. Returns {name: (median wall ms, median CPU ms)}."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def _interleaved(fns: dict, warmup: int, repeats: int, budgets: dict, block: int = 5) -> dict:
+    """Time several runtimes in alternating blocks of ``block`` runs (rotating order), so that load
+    from other processes on a shared machine hits all of them alike. Between blocks we pause
+    briefly so that spinning worker threads of one runtime's pool (onnxruntime and TVM both spin
+    after a parallel region) do not steal the cores of the next one.
+    Returns {name: (median wall ms, median CPU ms)}."""
     walls = {k: [] for k in fns}
     cpus = {k: [] for k in fns}
     spent = {k: 0.0 for k in fns}
     names = list(fns)
-    for r in range(repeats):
+    rounds = max(1, (repeats + block - 1) // block)
+    for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
             if spent[k] > budgets.get(k, 20.0) and len(walls[k]) >= 3:
                 continue
-            c = time.process_time()
-            t = time.perf_counter()
-            fns[k]()
-            dt = time.perf_counter() - t
-            cpus[k].append(time.process_time() - c)
-            walls[k].append(dt)
-            spent[k] += dt
+            time.sleep(0.02)
+            for _ in range(warmup if r == 0 else 1):
+                fns[k]()
+            for _ in range(block):
+                c = time.process_time()
+                t = time.perf_counter()
+                fns[k]()
+                dt = time.perf_counter() - t
+                cpus[k].append(time.process_time() - c)
+                walls[k].append(dt)
+                spent[k] += dt
     return {k: (statistics.median(walls[k]) * 1e3, statistics.median(cpus[k]) * 1e3) for k in fns}
 
 
