@@ -505,22 +505,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         from edgeconv.exporters.tvm import compile_tvm
     except ImportError as exc:
         raise CLIError(f"TVM is not available ({exc}); install edgeconv[tvm]") from exc
-    from edgeconv.deploy import _missing_edgeconv_converter, standardize_onnx
 
     with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
-        try:
-            compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune)
-        except Exception as exc:
-            if not _missing_edgeconv_converter(exc):
-                raise
-            # TVM cannot import the edgeconv custom ops: compile their decomposed fallback functions
-            try:
-                std = standardize_onnx(str(path))
-            except RuntimeError as std_exc:
-                raise CLIError(f"TVM cannot import the edgeconv ops of {path} and {std_exc}") from std_exc
-            compile_tvm(std, target=args.target, output=args.output, tune_trials=args.tune)
-            _console(stderr=True).print("note: TVM has no converter for the edgeconv ops; compiled their "
-                                        "standard-operator fallback functions (static batch 1)")
+        compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune)
     con = _console()
     con.print(f"wrote {args.output}")
     if args.rpc:

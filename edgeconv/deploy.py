@@ -70,7 +70,6 @@ __all__ = [
     "kind_summary",
     "kind_latency_torch",
     "run_rpc",
-    "standardize_onnx",
     "STAGES",
 ]
 
@@ -615,39 +614,13 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
             raise _Skip(why, legit=True)
 
     def tvm_compile(st: StageResult, target: str, lib: Path, tune_trials: int = 0):
-        """compile_tvm on model.onnx; if TVM's ONNX frontend has no converter for the edgeconv
-        custom ops, on the standard-operator form of the model instead (see _decomposed_onnx)."""
+        """compile_tvm on model.onnx (its edgeconv ops are compiled from their standard-op form)."""
         from edgeconv.exporters.tvm import compile_tvm
 
-        path, shapes = state.get("tvm_onnx"), state.get("tvm_shapes")
-        if path is None:
-            path, shapes = state["onnx"], _shape_dict(state, cfg)
-            try:
-                with _CaptureFd2(cfg.quiet) as cap:
-                    cm = compile_tvm(str(path), target=target, output=str(lib), tune_trials=tune_trials,
-                                     input_shapes=shapes)
-                _note_log(st, cap.text)
-                state["tvm_onnx"], state["tvm_shapes"] = path, shapes
-                return cm
-            except Exception as exc:
-                if not _missing_edgeconv_converter(exc):
-                    raise
-                path = _decomposed_onnx(model, x, outdir / "model_tvm.onnx", cfg.opset)
-                shapes = None
-                state["tvm_onnx"], state["tvm_shapes"] = path, shapes
-                state["tvm_note"] = (f"TVM's ONNX frontend has no converter for the edgeconv ops "
-                                     f"({_one_line(exc)[:120]}); compiled {path.name}, the standard-operator "
-                                     "form (edgeconv ops inlined as their decomposed fallback functions, static shape)")
         with _CaptureFd2(cfg.quiet) as cap:
-            cm = compile_tvm(str(path), target=target, output=str(lib), tune_trials=tune_trials, input_shapes=shapes)
+            cm = compile_tvm(str(state["onnx"]), target=target, output=str(lib), tune_trials=tune_trials,
+                             input_shapes=_shape_dict(state, cfg))
         _note_log(st, cap.text)
-        if state.get("tvm_note"):
-            first = not state.get("tvm_note_used")
-            state["tvm_note_used"] = True
-            st.info["note"] = state["tvm_note"] if first else (
-                f"compiled {Path(path).name}, the standard-operator form (see the first TVM stage)")
-            if Path(path).name not in st.artifacts:
-                st.artifacts.append(Path(path).name)
         return cm
 
     def st_tvm_x86(st: StageResult) -> None:
@@ -744,70 +717,6 @@ def _note_log(st: StageResult, text: str) -> None:
     if lines:
         uniq = list(dict.fromkeys(l.split("] ", 1)[-1] for l in lines))
         st.info.setdefault("compiler_log", []).extend(uniq[:20])
-
-
-def _missing_edgeconv_converter(exc: BaseException) -> bool:
-    """True if ``exc`` is TVM's ONNX frontend rejecting the edgeconv custom ops."""
-    text = str(exc)
-    return "not supported" in text and ("DeformConv2d" in text or "DynamicConv2d" in text)
-
-
-def standardize_onnx(model, input_shapes: Optional[Dict[str, Sequence[int]]] = None):
-    """An ONNX model with standard operators only, for compilers without the edgeconv ops (TVM).
-
-    Symbolic input dims are fixed (``input_shapes`` name -> shape, else 1), the model-local
-    fallback functions of the ``edgeconv`` ops are inlined and the shape computations are
-    constant-folded (onnxscript's optimizer). Needs the *decomposed* deformable fallback
-    (``export_onnx(..., deform_fallback="decomposed")`` / ``edgeconv export --fallback
-    decomposed``): the standard one is ONNX ``DeformConv``, which TVM does not import either.
-    ``model``: ``onnx.ModelProto`` or a path. Returns the new ``ModelProto``.
-    """
-    import onnx
-    import onnx.inliner
-    import onnxscript.optimizer
-
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
-    else:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = copy
-    shapes = dict(input_shapes or {})
-    for vi in list(model.graph.input) + list(model.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        fixed = shapes.get(vi.name)
-        for i, d in enumerate(dims):
-            if not d.HasField("dim_value"):
-                value = int(fixed[i]) if fixed is not None and i < len(fixed) else 1
-                d.Clear()
-                d.dim_value = value
-    model = onnx.inliner.inline_local_functions(model)
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    model = onnxscript.optimizer.optimize(model)
-    leftover = sorted({(n.domain + "::" if n.domain else "") + n.op_type for n in model.graph.node
-                       if n.domain not in ("", "ai.onnx") or n.op_type == "DeformConv"})
-    if leftover:
-        hint = " (export with deform_fallback='decomposed' / --fallback decomposed)" if any(
-            "DeformConv" in o for o in leftover) else ""
-        raise RuntimeError(f"the standard-operator form still has {', '.join(leftover)}{hint}")
-    return model
-
-
-def _decomposed_onnx(model, x, path: Path, opset: Optional[int] = None) -> Path:
-    """Re-export with the decomposed deformable fallback and :func:`standardize_onnx` it for
-    the input ``x`` (static shape); saved to ``path``."""
-    import onnx
-
-    from edgeconv.exporters.onnx import export_onnx
-
-    kwargs: Dict[str, Any] = {"deform_fallback": "decomposed"}
-    if opset is not None:
-        kwargs["opset"] = opset
-    proto = export_onnx(model, (x,), None, **kwargs)
-    names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    proto = standardize_onnx(proto, {names[0]: list(x.shape)} if names else None)
-    onnx.save(proto, str(path))
-    return path
 
 
 def _shape_dict(state: Dict[str, Any], cfg: DeployConfig) -> Optional[Dict[str, List[int]]]:

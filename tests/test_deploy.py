@@ -359,8 +359,8 @@ def test_compile_and_bench_over_rpc_loopback(tmp_path, rpc_server, capsys):
 
 @pytest.mark.slow
 def test_edgenet_tvm_x86_through_the_standard_operator_form(tmp_path):
-    """edgenet has edgeconv custom ops; if TVM cannot import them, deploy compiles their
-    decomposed fallback functions (model_tvm.onnx) and must still match PyTorch."""
+    """edgenet has edgeconv custom ops; compile_tvm lowers them through their standard-operator
+    form and the result must still match PyTorch."""
     _exporter_or_skip()
     _tvm_or_skip()
     import torch
@@ -376,13 +376,13 @@ def test_edgenet_tvm_x86_through_the_standard_operator_form(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_compile_falls_back_to_decomposed_functions(tmp_path, capsys):
+def test_cli_compile_model_with_edgeconv_ops(tmp_path, capsys):
     _exporter_or_skip()
     _tvm_or_skip()
     from edgeconv import cli
 
     onnx_path = tmp_path / "e.onnx"
-    assert cli.main(["export", "edgenet", "--input", "1,3,32,32", "-o", str(onnx_path), "--fallback", "decomposed", "-q"]) == 0
+    assert cli.main(["export", "edgenet", "--input", "1,3,32,32", "-o", str(onnx_path), "-q"]) == 0
     assert cli.main(["compile", str(onnx_path), "--target", "x86", "-o", str(tmp_path / "e.so"), "-q"]) == 0
     assert (tmp_path / "e.so").stat().st_size > 0
 

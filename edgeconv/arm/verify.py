@@ -287,50 +287,14 @@ class _Unsupported(Exception):
 
 
 def _compile_tvm_arm(onnx_path: Path, names, inputs, out: Path, commands: list[str]) -> str:
-    """Compile for arm64; returns a description of the flow used. A model whose custom-domain
-    nodes TVM cannot import is retried with its model-local fallback functions inlined
-    (standard ONNX ops); raises _Unsupported when that fails too."""
+    """Compile for arm64 (compile_tvm lowers edgeconv ops through their standard-op form);
+    returns a description of the flow used; raises _Unsupported for ops TVM cannot import."""
     try:
         return _compile_tvm_arm_once(onnx_path, names, inputs, out, commands)
     except Exception as e:  # noqa: BLE001
         if type(e).__name__ != "OpNotImplemented":
             raise
-        first = e
-    import onnx
-    import onnx.inliner
-
-    model = onnx.load(str(onnx_path))
-    if not model.functions:
-        raise _Unsupported(f"{type(first).__name__}: {first}")
-    inlined = onnx_path.with_name(onnx_path.stem + ".inlined.onnx")
-    commands.append(f"# python: onnx.inliner.inline_local_functions({str(onnx_path)!r}) + Constant "
-                    f"value_int(s)/value_float(s) -> value tensors -> {str(inlined)!r}")
-    onnx.save(_constants_as_tensors(onnx.inliner.inline_local_functions(model)), str(inlined))
-    try:
-        flow = _compile_tvm_arm_once(inlined, names, inputs, out, commands)
-    except Exception as e:  # noqa: BLE001 - the fallback route is best effort
-        raise _Unsupported(f"{first}; with the fallback functions inlined: {type(e).__name__}: {e}") from e
-    return flow + " (custom ops via their inlined ONNX fallback functions)"
-
-
-def _constants_as_tensors(model):
-    """TVM's ONNX importer (0.27) accepts ``Constant`` only with a ``value`` tensor attribute
-    ("no value in Constant" otherwise): rewrite value_int(s) / value_float(s) in place."""
-    from onnx import helper, numpy_helper
-
-    conv = {"value_int": lambda a: np.array(a.i, np.int64),
-            "value_ints": lambda a: np.array(list(a.ints), np.int64),
-            "value_float": lambda a: np.array(a.f, np.float32),
-            "value_floats": lambda a: np.array(list(a.floats), np.float32)}
-    for n in model.graph.node:
-        if n.op_type != "Constant" or n.domain not in ("", "ai.onnx"):
-            continue
-        for a in list(n.attribute):
-            if a.name in conv:
-                arr = conv[a.name](a)
-                n.attribute.remove(a)
-                n.attribute.append(helper.make_attribute("value", numpy_helper.from_array(arr)))
-    return model
+        raise _Unsupported(f"{type(e).__name__}: {e}") from e
 
 
 def _compile_tvm_arm_once(onnx_path: Path, names, inputs, out: Path, commands: list[str]) -> str:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from ._schemas import DEFORM_OP, DOMAIN, DOMAIN_VERSION, DYNAMIC_OP, register_schemas, schemas
 from .errors import ExportError
-from .export import export_onnx
+from .export import export_onnx, standard_op_model
 from .runtime import ParityResult, check_parity, custom_ops_available, ort_session
 
 __all__ = [
     "export_onnx",
+    "standard_op_model",
     "ort_session",
     "check_parity",
     "custom_ops_available",

@@ -23,7 +23,7 @@ from .downgrade import DowngradeError, downgrade
 from .errors import ExportError
 from .translations import TRANSLATIONS, translation_table
 
-__all__ = ["export_onnx", "SUPPORTED_DTYPES", "MIN_OPSET", "MAX_OPSET"]
+__all__ = ["export_onnx", "standard_op_model", "SUPPORTED_DTYPES", "MIN_OPSET", "MAX_OPSET"]
 
 MIN_OPSET = 13
 MAX_OPSET = onnx.defs.onnx_opset_version()
@@ -452,6 +452,36 @@ def _attach_fallbacks(model, opset, deform, dynamic, deform_fallback) -> None:
         if (f.domain, f.name) not in existing:
             model.functions.append(f)
     _drop_unused_domain(model)
+
+
+def standard_op_model(model: ModelProto, input_shapes: dict | None = None) -> ModelProto:
+    """A copy of an exported model with standard operators only, for compilers that know neither
+    the ``edgeconv`` domain nor model-local functions nor ``DeformConv`` (TVM's ONNX frontend).
+
+    The ``edgeconv`` nodes get their *decomposed* fallback bodies (opset-13 operators, whatever
+    fallback the model was exported with), which are inlined; symbolic input dims are fixed
+    (``input_shapes``: name -> shape, else 1) and the shape computations constant-folded.
+    """
+    work = ModelProto()
+    work.CopyFrom(model)
+    if _edgeconv_nodes(work.graph):
+        kept = [f for f in work.functions if f.domain != DOMAIN]
+        del work.functions[:]
+        work.functions.extend(kept)
+        opset = next(o.version for o in work.opset_import if o.domain in ("", "ai.onnx"))
+        _attach_fallbacks(work, opset, "auto", "custom", "decomposed")
+    shapes = input_shapes or {}
+    for vi in work.graph.input:
+        fixed = shapes.get(vi.name)
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not d.HasField("dim_value"):
+                d.dim_value = int(fixed[i]) if fixed is not None else 1
+    for vi in work.graph.output:  # re-inferred from the fixed inputs
+        vi.type.tensor_type.ClearField("shape")
+    work = onnx.inliner.inline_local_functions(work)
+    work = _fold_constants(onnx.shape_inference.infer_shapes(work, data_prop=True))
+    _drop_unused_domain(work)
+    return work
 
 
 def _rename_batch_dim(model: ModelProto, name: str = "batch") -> None:

@@ -54,6 +54,11 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
         from tvm.relax.frontend.onnx import from_onnx
 
         in_names, out_names = _onnx_io(model)
+        if any(n.domain == "edgeconv" for n in model.graph.node):
+            # TVM's frontend knows neither the edgeconv ops nor model-local functions.
+            from ..onnx import standard_op_model
+
+            model = standard_op_model(model, input_shapes)
         mod = from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
         return mod, in_names, out_names
     try:
