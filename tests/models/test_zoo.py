@@ -132,8 +132,7 @@ def test_width_mult_scales_parameters():
 
 # ------------------------------------------------------------------------------------------
 # export: every registered model exports with edgeconv.export_onnx and matches PyTorch in
-# onnxruntime (rel 1e-4). ``edgenet`` (every conv kind) runs in the default suite; the other
-# architectures take 10-40 s each to export on 2 cores and are marked slow (``pytest -m slow``).
+# onnxruntime (rel 1e-4), all in the default suite (10-40 s each on 2 cores).
 # ------------------------------------------------------------------------------------------
 
 
@@ -148,13 +147,7 @@ def _exporter():
 TOL = 1e-4
 
 
-def _params():
-    for name in sorted(EXPECTED):
-        marks = () if name == "edgenet" else (pytest.mark.slow,)
-        yield pytest.param(name, marks=marks, id=name)
-
-
-@pytest.mark.parametrize("name", list(_params()))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_export_matches_pytorch(name, tmp_path):
     from edgeconv.models._blocks import randomize_bn
 
