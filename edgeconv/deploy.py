@@ -651,13 +651,13 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         st.artifacts.append(lib.name)
         state["tvm-arm64-lib"] = lib
 
-    def st_arm_run(st: StageResult) -> None:
-        needs("torch", "tvm-arm64")
+    def emulated_run(st: StageResult, artifact: Path, backend: str, workdir: Path) -> None:
+        """Run ``artifact`` on ``backend`` ("tvm" or "ort") under qemu and check its parity."""
         try:
             arm = importlib.import_module("edgeconv.arm")
         except Exception as exc:
             raise _Skip(f"ARM helper unavailable (edgeconv.arm: {_one_line(exc)})", legit=True)
-        res = _call_arm(arm, state["tvm-arm64-lib"], "tvm", x_np, state["ref"], cfg, outdir / "arm")
+        res = _call_arm(arm, artifact, backend, x_np, state["ref"], cfg, workdir)
         if res.get("skipped"):
             raise _Skip(str(res["skipped"]), legit=True)
         st.parity = parity(state["ref"], res["outputs"], cfg.tol)
@@ -665,19 +665,13 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
             st.latency = res["latency"]
         st.info.update({k: v for k, v in res.items() if k not in ("outputs", "latency")})
 
+    def st_arm_run(st: StageResult) -> None:
+        needs("torch", "tvm-arm64")
+        emulated_run(st, state["tvm-arm64-lib"], "tvm", outdir / "arm")
+
     def st_ort_arm_run(st: StageResult) -> None:
         needs("torch", "export")
-        try:
-            arm = importlib.import_module("edgeconv.arm")
-        except Exception as exc:
-            raise _Skip(f"ARM helper unavailable (edgeconv.arm: {_one_line(exc)})", legit=True)
-        res = _call_arm(arm, state["onnx"], "ort", x_np, state["ref"], cfg, outdir / "arm-ort")
-        if res.get("skipped"):
-            raise _Skip(str(res["skipped"]), legit=True)
-        st.parity = parity(state["ref"], res["outputs"], cfg.tol)
-        if res.get("latency"):
-            st.latency = res["latency"]
-        st.info.update({k: v for k, v in res.items() if k not in ("outputs", "latency")})
+        emulated_run(st, state["onnx"], "ort", outdir / "arm-ort")
 
     def st_rpc(st: StageResult) -> None:
         needs("torch", "export")
