@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -15,20 +14,7 @@ import pytest
 deploy = pytest.importorskip("edgeconv.deploy")
 from edgeconv.deploy import DeployConfig, StageResult, exit_code, parity, run_deploy  # noqa: E402
 
-TINY_MODEL = textwrap.dedent(
-    """
-    from torch import nn
-    from edgeconv.layers import DepthwiseSeparableConv2d, GroupConv2d
-
-    def make(num_classes=4):
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            DepthwiseSeparableConv2d(8, 16, 3), nn.ReLU(),
-            GroupConv2d(16, 16, 3, groups=4),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
-        )
-    """
-)
+from conftest import TINY_MODEL  # noqa: E402
 
 
 def _exporter_or_skip():
