@@ -16,13 +16,13 @@ The sampling itself runs in :func:`edgeconv.functional.deform_conv2d` (one custo
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
 from .. import functional as ecf
+from ._init import init_conv_parameters_
 from .._validate import (
     IntPair,
     check_divisible,
@@ -76,11 +76,7 @@ class _DeformConvBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """Weight/bias as ``nn.Conv2d`` (Kaiming-uniform); offset and mask convs zero."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(self.bias, -bound, bound)
+        init_conv_parameters_(self.weight, self.bias)
         for conv in (self.conv_offset, self.conv_mask):
             if conv is not None:
                 nn.init.zeros_(conv.weight)

@@ -9,13 +9,13 @@ Oppenheim & Schafer, *Discrete-Time Signal Processing*).
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import nn
 
 from .. import functional as ecf
+from ._init import init_conv_parameters_
 from .._validate import IntPair, check_input, check_pair_positive, check_positive, resolve_padding
 
 __all__ = ["TrueConv2d"]
@@ -61,11 +61,7 @@ class TrueConv2d(nn.Module):
 
     def reset_parameters(self) -> None:
         """Same initialisation as ``nn.Conv2d`` (Kaiming-uniform, a = sqrt(5))."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(self.bias, -bound, bound)
+        init_conv_parameters_(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_ch, type(self).__name__)
