@@ -1,31 +1,11 @@
 """Fixtures shared by the CLI and deploy tests."""
 
-import textwrap
+from pathlib import Path
 
 import pytest
 
-# A user's own model file, as `edgeconv ... path/to/file.py:make` loads it.
-TINY_MODEL = textwrap.dedent(
-    """
-    from torch import nn
-    from edgeconv.layers import DepthwiseSeparableConv2d, GroupConv2d
-
-    def make(num_classes=4):
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            DepthwiseSeparableConv2d(8, 16, 3), nn.ReLU(),
-            GroupConv2d(16, 16, 3, groups=4),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
-        )
-
-    def broken():
-        raise RuntimeError("boom")
-    """
-)
-
 
 @pytest.fixture
-def tiny_model_file(tmp_path):
-    path = tmp_path / "tiny_model.py"
-    path.write_text(TINY_MODEL)
-    return path
+def tiny_model_file():
+    """Path of a user's own model file (factories ``make`` and ``broken``)."""
+    return Path(__file__).with_name("tiny_model.py")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,7 @@ import pytest
 deploy = pytest.importorskip("edgeconv.deploy")
 from edgeconv.deploy import DeployConfig, StageResult, exit_code, parity, run_deploy  # noqa: E402
 
-from conftest import TINY_MODEL  # noqa: E402
-
+from tiny_model import make as make_tiny_model  # noqa: E402
 
 def _exporter_or_skip():
     try:
@@ -37,10 +37,8 @@ def _tiny_model():
 
     from edgeconv.models._blocks import randomize_bn
 
-    ns: dict = {}
-    exec(TINY_MODEL, ns)
     torch.manual_seed(0)
-    return randomize_bn(ns["make"]()).eval()
+    return randomize_bn(make_tiny_model()).eval()
 
 
 def _cfg(tmp_path, **kw):
@@ -329,8 +327,7 @@ def test_compile_and_bench_over_rpc_loopback(tmp_path, rpc_server, capsys):
     _exporter_or_skip()
     from edgeconv import cli
 
-    model_file = tmp_path / "tiny.py"
-    model_file.write_text(TINY_MODEL)
+    model_file = Path(__file__).with_name("tiny_model.py")
     onnx_path = tmp_path / "tiny.onnx"
     assert cli.main(["export", f"{model_file}:make", "--input", "1,3,32,32", "-o", str(onnx_path), "-q"]) == 0
     rc = cli.main(["compile", str(onnx_path), "--target", "x86", "-o", str(tmp_path / "tiny.so"), "--rpc", rpc_server,
