@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "npy.h"
+#include "summary.h"
 #include "onnxruntime_c_api.h"
 
 namespace {
@@ -61,29 +62,9 @@ const char* to_descr(ONNXTensorElementDataType t) {
   throw std::runtime_error("unsupported output element type " + std::to_string(static_cast<int>(t)));
 }
 
-std::string json_str(const std::string& s) {
-  std::string o = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      o += buf;
-      continue;
-    }
-    o += c;
-  }
-  return o + "\"";
-}
-std::string json_shape(const std::vector<int64_t>& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
-}
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
+using runner::json_shape;
+using runner::json_str;
+using runner::ms_since;
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,

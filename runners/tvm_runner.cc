@@ -30,6 +30,7 @@
 
 #include "dlpack/dlpack.h"
 #include "npy.h"
+#include "summary.h"
 #include "tvm/ffi/c_api.h"
 
 namespace {
@@ -187,22 +188,9 @@ Obj make_tensor(npy::Array arr) {
   return Obj(out);
 }
 
-std::string json_str(const std::string& s) {
-  std::string o = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\';
-    o += c;
-  }
-  return o + "\"";
-}
-std::string json_shape(const std::vector<int64_t>& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
-}
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
+using runner::json_shape;
+using runner::json_str;
+using runner::ms_since;
 
 struct Ctx {
   Obj array_size, array_get;
