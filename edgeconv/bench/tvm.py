@@ -2,7 +2,10 @@
 
 For each case and each thread count it times, in one run:
 
-* ``edgeconv``: ``compile_tvm(model, "x86")`` (our conv lowering + schedules, no tuning),
+* ``edgeconv``: ``compile_tvm(model, "x86")`` (our conv lowering + schedules, no tuning; blocked
+  NCHW[8]c kernels wherever channels come in whole vectors),
+* ``edgeconv_nchw``: the same with ``layout="nchw"`` (every kernel in NCHW), to show what the
+  blocked layout buys,
 * ``stock``: ``tvm.compile(mod, relax_pipeline="default")`` (TVM 0.27's generic conv loop nest),
 * ``ort``: onnxruntime CPU with ``intra_op_num_threads``.
 
@@ -16,6 +19,7 @@ Writes ``tvm.json`` and ``tvm.png`` into ``--out`` (default ``bench-results/``) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -194,14 +198,14 @@ def _worker(cases, threads: int, repeats: int, warmup: int, stock: bool) -> dict
         ref = sess.run(None, feed)[0]
         fns = {"ort": lambda: sess.run(None, feed)}
 
-        t0 = time.perf_counter()
-        compiled = compile_tvm(model, target="x86")
-        row["edgeconv_compile_s"] = time.perf_counter() - t0
-        vm = compiled.vm
         xt = tvm.runtime.tensor(x, dev)
-        out = vm["main"](xt).numpy()
-        row["edgeconv_max_rel_err"] = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
-        fns["edgeconv"] = lambda: vm["main"](xt)
+        for key, layout in (("edgeconv", "blocked"), ("edgeconv_nchw", "nchw")):
+            t0 = time.perf_counter()
+            compiled = compile_tvm(model, target="x86", layout=layout)
+            row[key + "_compile_s"] = time.perf_counter() - t0
+            out = compiled.vm["main"](xt).numpy()
+            row[key + "_max_rel_err"] = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
+            fns[key] = functools.partial(compiled.vm["main"], xt)
 
         if stock:
             mod, _, _ = import_model(model)
@@ -288,10 +292,11 @@ def _plot(result: dict, path: Path):
         rows = result["threads"][th]
         names = list(rows)
         xs = np.arange(len(names))
-        width = 0.27
-        for i, key in enumerate(("edgeconv", "ort", "stock")):
+        keys = ("edgeconv", "edgeconv_nchw", "ort", "stock")
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
             vals = [rows[n].get(key, np.nan) for n in names]
-            ax.bar(xs + (i - 1) * width, vals, width, label=key)
+            ax.bar(xs + (i - (len(keys) - 1) / 2) * width, vals, width, label=key)
         ax.set_yscale("log")
         ax.set_xticks(xs)
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
@@ -306,14 +311,16 @@ def _plot(result: dict, path: Path):
 def format_table(result: dict) -> str:
     lines = []
     nan = float("nan")
-    hdr = (f"{'case':26s} {'thr':>3s} {'edgeconv':>9s} {'ort':>9s} {'stock':>9s} {'x ort':>6s} {'x stock':>8s}"
+    hdr = (f"{'case':26s} {'thr':>3s} {'edgeconv':>9s} {'nchw':>9s} {'ort':>9s} {'stock':>9s} {'x ort':>6s}"
+           f" {'x stock':>8s}"
            f" | {'cpu x ort':>9s} {'cpu x stock':>11s}")
     lines += ["wall-clock medians (ms); 'cpu' ratios use process CPU time (robust to other load)", hdr,
               "-" * len(hdr)]
     for th, rows in result["threads"].items():
         for name, r in rows.items():
             lines.append(
-                f"{name:26s} {th:>3s} {r.get('edgeconv', nan):9.3f} {r.get('ort', nan):9.3f} "
+                f"{name:26s} {th:>3s} {r.get('edgeconv', nan):9.3f} {r.get('edgeconv_nchw', nan):9.3f} "
+                f"{r.get('ort', nan):9.3f} "
                 f"{r.get('stock', nan):9.3f} {r.get('speedup_vs_ort', nan):6.2f} "
                 f"{r.get('speedup_vs_stock', nan):8.1f} | {r.get('cpu_speedup_vs_ort', nan):9.2f} "
                 f"{r.get('cpu_speedup_vs_stock', nan):11.1f}"

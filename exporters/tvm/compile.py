@@ -164,6 +164,7 @@ def compile_tvm(
     input_shapes: dict | None = None,
     example_inputs=None,
     pipeline: str | None = None,
+    layout: str = "blocked",
     work_dir: str | None = None,
 ) -> CompiledModel:
     """Compile ``model`` with edgeconv's TVM pipeline.
@@ -174,6 +175,8 @@ def compile_tvm(
     tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves unscheduled and on
     ours (database in ``work_dir``, default ``tvm-tuning/``); 0 needs no tuning.
     pipeline: ``"edgeconv"`` (default) or ``"stock"`` (TVM's default pipeline, for comparison).
+    layout: ``"blocked"`` (default; NCHW[b]c kernels wherever channels come in whole vector blocks,
+    layout transforms only at the graph edges) or ``"nchw"`` (every kernel in NCHW).
     """
     import tvm
 
@@ -185,7 +188,7 @@ def compile_tvm(
     mod, in_names, out_names = import_model(model, input_shapes, example_inputs)
     tgt = tvm.target.Target(tdict)
     if pipeline in (None, "edgeconv"):
-        relax_pipeline = edgeconv_pipeline(family)
+        relax_pipeline = edgeconv_pipeline(family, layout=layout)
     elif pipeline == "stock":
         relax_pipeline = "default"
     else:
@@ -194,7 +197,7 @@ def compile_tvm(
         if tune_trials and tune_trials > 0:
             from .tune import tune_and_build
 
-            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning")
+            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning", layout)
         else:
             ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline)
     cm = CompiledModel(ex, tdict, family, is_host, in_names, out_names, mod)

@@ -76,6 +76,7 @@ class ConvSpec:
     act: str | None = None  # None, "relu", "clip"
     clip: tuple = (0.0, 6.0)  # (lo, hi) of "clip"; either may be None (one-sided)
     dtype: str = "float32"
+    block: int = 0  # 0: NCHW / OIHW; b: NCHW[b]c / OIHW[b]i[b]o (see conv_blocked)
 
     @property
     def Cg(self) -> int:
@@ -117,7 +118,8 @@ class ConvSpec:
         e = ("_b" if self.bias else "") + (f"_{self.act}" if self.act else "")
         if self.act == "clip":
             e += "_" + "_".join("n" if v is None else f"{v:g}".replace("-", "m").replace(".", "p") for v in self.clip)
-        return f"ec_{self.kind}_{k}_{s}{d}{g}_{self.N}x{self.C}x{self.H}x{self.W}_to{self.O}{e}"
+        lay = f"_nchw{self.block}c" if self.block else ""
+        return f"ec_{self.kind}_{k}_{s}{d}{g}_{self.N}x{self.C}x{self.H}x{self.W}_to{self.O}{e}{lay}"
 
 
 def _round_up(x: int, m: int) -> int:
@@ -183,15 +185,21 @@ def plan_conv2d(spec: ConvSpec, tinfo: TargetInfo) -> Plan:
     if forced and not spec.depthwise_like:
         ob, hb, wu = (int(v) for v in forced.split(","))
         OWp = _round_up(OW, wu * vec)
-    tiles = OWp // (wu * vec)
-    # cache blocking along W: about 128 output columns per parallel chunk for long (flattened) rows
-    chunk = tiles
-    if OWp > 256:
-        want = max(1, 128 // (wu * vec))
-        cands = [(_round_up(OW, c * wu * vec), -c) for c in range(max(1, want // 2), want + 1)]
-        OWp, negc = min(cands)
-        chunk = -negc
+    OWp, chunk = w_chunks(OW, OWp, wu * vec)
     return Plan(vec, wu, ob, OWp, chunk, hb)
+
+
+def w_chunks(OW: int, OWp: int, tile: int, target: int = 128) -> tuple[int, int]:
+    """Cache blocking along W: (padded width, register tiles per parallel chunk).
+
+    Rows up to 256 columns are one chunk; longer (flattened pointwise) rows are cut into chunks
+    of about ``target`` columns, choosing the chunk that pads least.
+    """
+    if OWp <= 256:
+        return OWp, OWp // tile
+    want = max(1, target // tile)
+    OWp, negc = min((_round_up(OW, c * tile), -c) for c in range(max(1, want // 2), want + 1))
+    return OWp, -negc
 
 
 def _stage_input(data, spec: ConvSpec, OWp: int, deinterleave: bool, tag: str = ""):

@@ -24,15 +24,26 @@ Pipelines ``edgeconv_x86`` and ``edgeconv_arm`` are registered in ``relax.pipeli
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
+import re
+import warnings
+
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 
 from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
+from .conv_blocked import blocked_supported, layout_primfunc, schedule_blocked
 
 __all__ = [
     "LowerConv2d",
+    "ClampAsOps",
+    "BlockedLayout",
+    "SplitAsSections",
+    "LAYOUTS",
     "edgeconv_pipeline",
     "edgeconv_stage1",
     "edgeconv_stage2",
@@ -44,6 +55,7 @@ __all__ = [
 
 PIPELINE_X86 = "edgeconv_x86"
 PIPELINE_ARM = "edgeconv_arm"
+LAYOUTS = ("blocked", "nchw")
 
 # Fuse depthwise + pointwise only when the depthwise result would not stay in L2 (measured on
 # AVX2: 1x128x56x56 fused 1.54 ms vs 2.17 ms separate; 1x32x28x28 fused 0.18 vs 0.10 ms).
@@ -90,24 +102,20 @@ def _static_shape(expr) -> list[int] | None:
     return out
 
 
-def _bias_vector(const, out_channels: int) -> np.ndarray | None:
-    """A constant that broadcasts only along the channel axis of NCHW -> (O,) vector."""
+def _bias_vector(const, out_channels: int, block: int) -> np.ndarray | None:
+    """A constant that broadcasts only along the channel axis -> (O,) vector in channel order.
+
+    NCHW: (O,1,1) or (1,O,1,1) (an (O,) constant would broadcast along W, not C);
+    NCHW[b]c: (1, O/b, 1, 1, b); any layout: a single value.
+    """
     arr = const.value.numpy()
     if arr.dtype != np.float32:
         return None
-    shape = list(arr.shape)
-    if arr.size == out_channels and len(shape) <= 4:
-        # (O,1,1), (1,O,1,1) are fine; (O,) would broadcast along W, not C.
-        nd = len(shape)
-        padded = [1] * (4 - nd) + shape
-        if padded[1] == out_channels and padded[0] == 1 and padded[2] == 1 and padded[3] == 1:
-            return arr.reshape(out_channels)
-        if out_channels == 1:
-            return arr.reshape(1)
-        return None
     if arr.size == 1:
         return np.full((out_channels,), arr.reshape(()), np.float32)
-    return None
+    want = [1, out_channels // block, 1, 1, block] if block else [1, out_channels, 1, 1]
+    have = [1] * (len(want) - arr.ndim) + list(arr.shape)
+    return arr.reshape(out_channels) if have == want else None
 
 
 def _clip_bounds(call: relax.Call):
@@ -116,6 +124,52 @@ def _clip_bounds(call: relax.Call):
         return float(lo.value.value), float(hi.value.value)
     except Exception:
         return None
+
+
+def _block_of(attrs) -> int | None:
+    """0 for NCHW/OIHW, b for NCHW[b]c with OIHW[b]i[b]o or OIHW1i[b]o, None otherwise."""
+    data, kernel, out = str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)
+    if data == "NCHW" and kernel == "OIHW" and out in ("NCHW", ""):
+        return 0
+    m = re.fullmatch(r"NCHW(\d+)c", data)
+    k = re.fullmatch(r"OIHW(\d+)i(\d+)o", kernel)
+    if m and k and out in (data, "") and k.group(2) == m.group(1) and k.group(1) in ("1", m.group(1)):
+        return int(m.group(1))
+    return None
+
+
+def conv_spec(conv: relax.Call, bias: bool = False, act=None, clip=None) -> ConvSpec | None:
+    """The :class:`ConvSpec` of a static float32 relax conv2d (NCHW or NCHW[b]c), else None."""
+    attrs = conv.attrs
+    block = _block_of(attrs)
+    xs, ws = _static_shape(conv.args[0]), _static_shape(conv.args[1])
+    if block is None or xs is None or ws is None or len(xs) != (5 if block else 4):
+        return None
+    if conv.args[0].ty.dtype != "float32" or conv.args[1].ty.dtype != "float32":
+        return None
+    if str(attrs.out_dtype) not in ("", "float32", "None"):
+        return None
+    N, C, H, W = xs[0], xs[1] * (block or 1), xs[2], xs[3]
+    O, Cg, KH, KW = ws[0], ws[1], ws[2], ws[3]
+    if block:
+        O, Cg = O * ws[5], Cg * ws[4]
+    groups = int(attrs.groups)
+    if C % groups or O % groups or C // groups != Cg:
+        return None
+    pad = [int(p) for p in attrs.padding]
+    if len(pad) == 2:
+        pad = [pad[0], pad[1], pad[0], pad[1]]
+    return ConvSpec(
+        N, C, H, W, O, KH, KW,
+        stride=tuple(int(v) for v in attrs.strides),
+        padding=tuple(pad),
+        dilation=tuple(int(v) for v in attrs.dilation),
+        groups=groups,
+        bias=bias,
+        act=act,
+        clip=clip if clip is not None else (0.0, 6.0),
+        block=block,
+    )
 
 
 class LowerConv2dImpl:
@@ -129,45 +183,12 @@ class LowerConv2dImpl:
         self.gvars: dict[str, tvm.ir.GlobalVar] = {}
         self.stats: dict[str, int] = {}
         self.specs: dict[str, ConvSpec] = {}
-
-    def _spec(self, conv: relax.Call, bias: bool, act, clip):
-        attrs = conv.attrs
-        if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
-            return None
-        if str(attrs.out_layout) not in ("NCHW", ""):
-            return None
-        xs = _static_shape(conv.args[0])
-        ws = _static_shape(conv.args[1])
-        if xs is None or ws is None or len(xs) != 4 or len(ws) != 4:
-            return None
-        dt = conv.args[0].ty.dtype
-        if dt != "float32" or conv.args[1].ty.dtype != "float32":
-            return None
-        if attrs.out_dtype not in (None, "", "float32") and str(attrs.out_dtype) not in ("", "float32"):
-            return None
-        N, C, H, W = xs
-        O, Cg, KH, KW = ws
-        groups = int(attrs.groups)
-        if C % groups or O % groups or C // groups != Cg:
-            return None
-        pad = [int(p) for p in attrs.padding]
-        if len(pad) == 2:
-            pad = [pad[0], pad[1], pad[0], pad[1]]
-        return ConvSpec(
-            N, C, H, W, O, KH, KW,
-            stride=tuple(int(s) for s in attrs.strides),
-            padding=tuple(pad),
-            dilation=tuple(int(d) for d in attrs.dilation),
-            groups=groups,
-            bias=bias,
-            act=act,
-            clip=clip if clip is not None else (0.0, 6.0),
-        )
+        self.unlowered: list[str] = []  # why a conv2d was left to TVM's generic lowering
 
     def _gvar(self, spec: ConvSpec) -> tvm.ir.GlobalVar:
         name = spec.name()
         if name not in self.gvars:
-            func = schedule_conv2d(spec, self.tinfo)
+            func = schedule_blocked(spec, self.tinfo) if spec.block else schedule_conv2d(spec, self.tinfo)
             func = func.with_attr({"op_pattern": _OPAQUE, "edgeconv.kind": spec.kind})
             self.new_funcs[name] = func
             self.gvars[name] = self.builder.add_func(func, name)
@@ -177,38 +198,33 @@ class LowerConv2dImpl:
 
     def lower(self, conv: relax.Call, bias_const=None, act=None, clip=None):
         """Return the replacement expression, or None to keep the original."""
-        xs = _static_shape(conv.args[0])
-        ws = _static_shape(conv.args[1])
-        if xs is None or ws is None:
-            return None
-        bias_vec = None
-        if bias_const is not None:
-            bias_vec = _bias_vector(bias_const, ws[0])
-            if bias_vec is None:
-                return None
-        spec = self._spec(conv, bias_vec is not None, act, clip)
+        spec = conv_spec(conv, bias_const is not None, act, clip)
         if spec is None:
             return None
-        x = conv.args[0]
-        out_shape = [spec.N, spec.O, spec.OH, spec.OW]
-        flat = (
-            spec.KH == 1 and spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0)
-            and spec.groups == 1 and spec.H > 1
-        )
-        if flat:
-            # pointwise on the flattened spatial axis: N x C x 1 x (H*W)
-            import dataclasses
-
+        args = [conv.args[0], conv.args[1]]
+        if bias_const is not None:
+            bias_vec = _bias_vector(bias_const, spec.O, spec.block)
+            if bias_vec is None:
+                return None
+            args.append(relax.const(bias_vec.reshape(_bias_shape(spec)), "float32"))
+        out_shape = _data_shape(spec, spec.N, spec.O, spec.OH, spec.OW)
+        if spec.KH == spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0) \
+                and spec.groups == 1 and spec.H > 1:
+            # pointwise on the flattened spatial axis (a free reshape): the register tile is
+            # not limited by the row width
             spec = dataclasses.replace(spec, H=1, W=spec.H * spec.W)
-            x = relax.op.reshape(x, [spec.N, spec.C, 1, spec.W])
-        args = [x, conv.args[1]]
-        if bias_vec is not None:
-            args.append(relax.const(bias_vec, "float32"))
-        gv = self._gvar(spec)
-        call = relax.call_tir(gv, args, relax.TensorType([spec.N, spec.O, spec.OH, spec.OW], "float32"))
-        if flat:
-            call = relax.op.reshape(call, out_shape)
-        return call
+            args[0] = relax.op.reshape(args[0], _data_shape(spec, spec.N, spec.C, 1, spec.W))
+        kernel_out = _data_shape(spec, spec.N, spec.O, spec.OH, spec.OW)
+        call = relax.call_tir(self._gvar(spec), args, relax.TensorType(kernel_out, "float32"))
+        return call if kernel_out == out_shape else relax.op.reshape(call, out_shape)
+
+
+def _data_shape(spec: ConvSpec, n: int, c: int, h: int, w: int) -> list[int]:
+    return [n, c // spec.block, h, w, spec.block] if spec.block else [n, c, h, w]
+
+
+def _bias_shape(spec: ConvSpec) -> tuple:
+    return (spec.O // spec.block, spec.block) if spec.block else (spec.O,)
 
 
 def _scalar(expr):
@@ -254,13 +270,13 @@ def _fuse_separable(func: relax.Function, impl: LowerConv2dImpl) -> relax.Functi
     root = is_op("relax.reshape")(pwc, wildcard())
 
     def _rewriter(orig, m):
-        import dataclasses
-
         pw_call, dw_call, reshape_in = m[pwc], m[dwc], m[pw_in]
         dw = impl.specs.get(_tir_name(dw_call))
         pw = impl.specs.get(_tir_name(pw_call))
         if dw is None or pw is None:
             return orig
+        if dw.block or pw.block:
+            return orig  # the fused kernel is NCHW; blocked layouts run the two kernels
         if not (dw.depthwise_like and dw.groups == dw.C and pw.kind == "pointwise" and pw.H == 1):
             return orig
         if pw.C != dw.O or pw.W != dw.OH * dw.OW or pw.N != dw.N:
@@ -286,6 +302,15 @@ def _fuse_separable(func: relax.Function, impl: LowerConv2dImpl) -> relax.Functi
     return rewrite_call(root, _rewriter, func)
 
 
+def _why_not_lowered(conv: relax.Call) -> str:
+    x, w = conv.args[0].ty, conv.args[1].ty
+    if _static_shape(conv.args[0]) is None or _static_shape(conv.args[1]) is None:
+        return f"symbolic shape {x.shape} * {w.shape}"
+    if x.dtype != "float32" or w.dtype != "float32":
+        return f"dtype {x.dtype}"
+    return f"layout {conv.attrs.data_layout}/{conv.attrs.kernel_layout}"
+
+
 def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Function:
     """conv2d [+ bias] [+ relu | clip | max/min clamp] -> call_tir, longest match first."""
     x, b = wildcard(), is_const()
@@ -299,12 +324,9 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
             "clip": is_op("relax.clip")(base, wildcard(), wildcard()),
             "max": is_op("relax.maximum")(base, c1),
             "min": is_op("relax.minimum")(base, c1),
-            # the ONNX frontend emits Clip(x, min, max) as call_tir of TOPI maximum / minimum
-            "tir1": is_op("relax.call_tir")(wildcard(), TuplePattern([base, c1])),
         }
         pats["minmax"] = is_op("relax.minimum")(pats["max"], c2) | is_op("relax.maximum")(pats["min"], c2)
-        pats["tir2"] = is_op("relax.call_tir")(wildcard(), TuplePattern([pats["tir1"], c2]))
-        order = ["relu", "clip", "minmax", "tir2", "max", "min", "tir1"]
+        order = ["relu", "clip", "minmax", "max", "min"]
         pattern = pats[order[0]]
         for k in order[1:]:
             pattern = pattern | pats[k]
@@ -329,16 +351,10 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
             clp = _clip_bounds(orig)
             return ("clip", clp) if clp is not None else (None, None)
         # one or two max/min steps: collect (kind, const) from outer to inner
-        steps = []
-        if op == "relax.call_tir":
-            steps.append((_tir_name(orig), m[c2] if c2 in m else m[c1]))
-            if c2 in m:
-                steps.append((_tir_name(m[pats["tir1"]]), m[c1]))
-        else:
-            steps.append((op.split(".")[-1], m[c2] if c2 in m else m[c1]))
-            if c2 in m:
-                inner = m[pats["max"]] if pats["max"] in m else m[pats["min"]]
-                steps.append((inner.op.name.split(".")[-1], m[c1]))
+        steps = [(op.split(".")[-1], m[c2] if c2 in m else m[c1])]
+        if c2 in m:
+            inner = m[pats["max"]] if pats["max"] in m else m[pats["min"]]
+            steps.append((inner.op.name.split(".")[-1], m[c1]))
         lo = hi = None
         for name, c in steps:
             got = _bound(name, c)
@@ -376,6 +392,8 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
 
     def _conv_rewriter(orig, m):
         new = impl.lower(orig)
+        if new is None:
+            impl.unlowered.append(_why_not_lowered(orig))
         return orig if new is None else new
 
     pattern, pats = _acts(biased)
@@ -387,6 +405,155 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
     if impl.fuse_separable:
         func = _fuse_separable(func, impl)
     return func
+
+
+def _functions_pass(name: str, rewrite) -> tvm.transform.Pass:
+    """A module pass applying ``rewrite(func, builder) -> func`` to every Relax function."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
+        builder = relax.BlockBuilder(mod)
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                builder.update_func(gv, rewrite(func, builder))
+        return builder.get()
+
+    return _pass
+
+
+def ClampAsOps() -> tvm.transform.Pass:
+    """``call_tir(maximum|minimum, x, scalar const)`` -> ``relax.maximum|minimum``.
+
+    The ONNX frontend emits ``Clip`` (ReLU6) as call_tir of TOPI kernels; as Relax ops they
+    keep their layout under ``ConvertLayout`` and fuse into our conv kernels.
+    """
+    pattern = is_op("relax.call_tir")(wildcard(), TuplePattern([wildcard(), is_const()]))
+    ops = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+
+    def _rewriter(orig, _m):
+        kind = _tir_name(orig).rstrip("0123456789_")
+        x, c = orig.args[1].fields
+        if kind not in ops or _scalar(c) is None or orig.ty.dtype != c.ty.dtype:
+            return orig
+        return ops[kind](x, c)
+
+    return _functions_pass("edgeconv.ClampAsOps", lambda f, _b: rewrite_call(pattern, _rewriter, f))
+
+
+def SplitAsSections() -> tvm.transform.Pass:
+    """Channel ``split`` at explicit indices -> split into equal sections (+ concat of neighbours).
+
+    relax's ``ConvertLayout`` moves a split into NCHW[b]c but keeps its indices in channels
+    (TVM 0.27 ``InferLayoutSplit`` rewrites only the axis), which breaks MixConv-style graphs.
+    A split into equal sections is converted correctly; unequal sizes become sections of their
+    greatest common divisor, re-joined by ``concat``.
+    """
+    pattern = is_op("relax.split")(wildcard())
+
+    def _rewriter(orig, _m):
+        shape = _static_shape(orig.args[0])
+        cuts = orig.attrs.indices_or_sections
+        if shape is None or len(shape) != 4 or int(orig.attrs.axis) % 4 != 1 or isinstance(cuts, tvm.tirx.IntImm):
+            return orig
+        bounds = [0] + [int(c) for c in cuts] + [shape[1]]
+        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        if min(sizes) <= 0:
+            return orig
+        unit = functools.reduce(math.gcd, sizes)
+        parts = relax.op.split(orig.args[0], shape[1] // unit, axis=1)
+        if len(set(sizes)) == 1:
+            return parts
+        pieces = [relax.TupleGetItem(parts, i) for i in range(shape[1] // unit)]
+        outs = []
+        for a, b in zip(bounds, bounds[1:]):
+            group = pieces[a // unit:b // unit]
+            outs.append(group[0] if len(group) == 1 else relax.op.concat(group, axis=1))
+        return relax.Tuple(outs)
+
+    return _functions_pass("edgeconv.SplitAsSections", lambda f, _b: rewrite_call(pattern, _rewriter, f))
+
+
+def _blockable(call: relax.Call, b: int) -> bool:
+    spec = conv_spec(call)
+    return spec is not None and not spec.block and blocked_supported(spec, b)
+
+
+def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
+    found = []
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, lambda e: found.append(1) if isinstance(e, relax.Call) and isinstance(
+                e.op, tvm.ir.Op) and e.op.name == "relax.nn.conv2d" and _blockable(e, b) else None)
+    return len(found)
+
+
+def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
+    """Every conv2d the blocked kernel covers -> NCHW[b]c (b = vector lanes), via relax's
+    ``ConvertLayout``: it propagates the layout through elementwise ops, split/concat and
+    reductions, so layout transforms remain only at the graph edges and around ops without a
+    blocked form; the weight transforms are constant-folded.
+
+    Entering and leaving the layout costs two memory passes over the edge tensors, which one
+    conv alone does not pay back (a lone depthwise conv is memory-bound itself, a lone grouped
+    conv gains ~10%); so a graph is converted only with at least ``min_convs`` such convs.
+    """
+    b = tinfo.lanes
+
+    def _desired(call):
+        if call.op.name != "relax.nn.conv2d":
+            return {}
+        if _blockable(call, b):
+            kernel = f"OIHW1i{b}o" if conv_spec(call).Cg == 1 else f"OIHW{b}i{b}o"
+            return {"relax.nn.conv2d": [f"NCHW{b}c", kernel]}
+        # explicit: with {} the conv would inherit its (converted) input's layout
+        return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
+
+    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), relax.transform.FoldConstant()])
+
+    @tvm.transform.module_pass(opt_level=0, name="edgeconv.BlockedLayout")
+    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
+        return convert(mod) if _count_blockable(mod, b) >= min_convs else mod
+
+    return _pass
+
+
+def _blocking(call: relax.Call):
+    """(N, C, H, W, b, to_blocked) if ``call`` is a static float32 layout_transform between NCHW
+    and NCHW[b]c (either way), else None."""
+    src, dst = _static_shape(call.args[0]), _static_shape(call)
+    if src is None or dst is None or call.attrs.pad_value is not None or call.args[0].ty.dtype != "float32":
+        return None
+    to_blocked = len(src) == 4
+    plain, blocked = (src, dst) if to_blocked else (dst, src)
+    if len(plain) != 4 or len(blocked) != 5:
+        return None
+    N, C, H, W = plain
+    b = blocked[4]
+    if C % b or blocked != [N, C // b, H, W, b]:
+        return None
+    # probe the index map at the far corner: it must be the channel (un)blocking
+    corner_plain = [N - 1, C - 1, H - 1, W - 1]
+    corner_blocked = [N - 1, (C - 1) // b, H - 1, W - 1, (C - 1) % b]
+    probe, want = (corner_plain, corner_blocked) if to_blocked else (corner_blocked, corner_plain)
+    got = [int(v) for v in call.attrs.index_map.map_indices(probe)]
+    return (N, C, H, W, b, to_blocked) if got == want else None
+
+
+def ScheduleLayoutTransforms() -> tvm.transform.Pass:
+    """layout_transform NCHW <-> NCHW[b]c -> call_tir of our scheduled, parallel kernels."""
+
+    def _rewrite(func: relax.Function, builder: relax.BlockBuilder) -> relax.Function:
+        def _rewriter(orig, _m):
+            how = _blocking(orig)
+            if how is None:
+                return orig
+            pf = layout_primfunc(*how).with_attr("op_pattern", _OPAQUE)
+            gv = builder.add_func(pf, pf.attrs["global_symbol"])
+            return relax.call_tir(gv, [orig.args[0]], orig.ty)
+
+        return rewrite_call(is_op("relax.layout_transform")(wildcard()), _rewriter, func)
+
+    return _functions_pass("edgeconv.ScheduleLayoutTransforms", _rewrite)
 
 
 def LowerConv2d(tinfo: TargetInfo | None = None, family: str | None = None) -> tvm.transform.Pass:
@@ -411,13 +578,27 @@ def LowerConv2d(tinfo: TargetInfo | None = None, family: str | None = None) -> t
                 del mod[gv]
         if impl.stats:
             mod = mod.with_attr("edgeconv.conv_kinds", {k: v for k, v in impl.stats.items()})
+        if impl.unlowered:
+            # not an error (the model still compiles and runs), but never a silent slow path
+            warnings.warn(
+                f"edgeconv: {len(impl.unlowered)} conv2d left to TVM's generic, unscheduled lowering "
+                f"({'; '.join(sorted(set(impl.unlowered)))}); edgeconv's kernels need static float32 "
+                "NCHW shapes: fix symbolic dims with compile_tvm(..., input_shapes={name: shape})",
+                stacklevel=2,
+            )
         return mod
 
     return _pass
 
 
-def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True):
-    """Our conv lowering, then stock legalization (and fusion) of every other op."""
+def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True,
+                    layout: str = "blocked"):
+    """Our conv lowering, then stock legalization (and fusion) of every other op.
+
+    ``layout``: ``"blocked"`` (NCHW[b]c wherever the blocked kernel applies) or ``"nchw"``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
     @tvm.transform.module_pass(opt_level=0, name="edgeconv_stage1")
     def _stage1(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
@@ -427,7 +608,10 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.FoldConstant(),
+            ClampAsOps(),
+            *([SplitAsSections(), BlockedLayout(info)] if layout == "blocked" else []),
             LowerConv2d(info),
+            ScheduleLayoutTransforms(),
             relax.transform.DeadCodeElimination(),
             relax.backend.DispatchSampling(),
             relax.backend.DispatchSortScan(),
@@ -468,12 +652,14 @@ def edgeconv_stage2():
     return _stage2
 
 
-def edgeconv_pipeline(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True):
+def edgeconv_pipeline(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True,
+                      layout: str = "blocked"):
     """The full Relax pipeline: our conv lowering, then stock legalize/fuse/lower/finalize."""
+    stage1 = edgeconv_stage1(family, tinfo, fuse, layout)
 
     @tvm.transform.module_pass(opt_level=0, name=f"edgeconv_pipeline_{family or 'auto'}")
     def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        mod = edgeconv_stage1(family, tinfo, fuse)(mod)
+        mod = stage1(mod)
         return edgeconv_stage2()(mod)
 
     return _pipeline

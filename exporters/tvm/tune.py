@@ -37,7 +37,8 @@ def _pure_layout(name: str) -> bool:
     return all(p in _LAYOUT_OPS or p in ("dims", "slice", "expand", "strided") for p in parts if p)
 
 
-def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str, trials: int, work_dir: str):
+def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str, trials: int, work_dir: str,
+                   layout: str = "blocked"):
     from tvm.s_tir import meta_schedule as ms
 
     target_d = dict(target.export())
@@ -45,7 +46,7 @@ def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str,
         target_d["num-cores"] = os.cpu_count() or 1
         target = tvm.target.Target(target_d)
     with target:
-        mod = edgeconv_stage1(family)(mod)
+        mod = edgeconv_stage1(family, layout=layout)(mod)
     mod = _mark_ours(mod)
     tir_funcs = {gv: f for gv, f in mod.functions_items()
                  if isinstance(f, tvm.tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)

@@ -194,11 +194,11 @@ def _ort(model: onnx.ModelProto, x: np.ndarray):
     return sess.run(None, {sess.get_inputs()[0].name: x})
 
 
-def _check(model_proto, x):
+def _check(model_proto, x, layout="blocked"):
     ref = _ort(model_proto, x)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        compiled = compile_tvm(model_proto, target="x86")
+        compiled = compile_tvm(model_proto, target="x86", layout=layout)
     failed = [str(w.message) for w in caught if "schedule failed" in str(w.message)]
     assert not failed, failed
     out = compiled(x)
@@ -211,12 +211,12 @@ def _check(model_proto, x):
     return compiled
 
 
-def _lowered(model_proto, family="x86"):
+def _lowered(model_proto, family="x86", layout="blocked"):
     mod, _, _ = import_model(model_proto)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "core-avx2"} if family == "x86" else {
         "kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]})
     with target:
-        return edgeconv_pipeline(family)(mod)
+        return edgeconv_pipeline(family, layout=layout)(mod)
 
 
 def _assert_all_convs_ours(lowered):
@@ -302,8 +302,8 @@ def test_separable_fused_kernel():
          numpy_helper.from_array(rng.standard_normal((O,)).astype("float32"), "b2")],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    _check(proto, x)
-    lowered = _lowered(proto)
+    _check(proto, x, layout="nchw")  # the fused kernel is NCHW
+    lowered = _lowered(proto, layout="nchw")
     names = [gv.name_hint for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert [n for n in names if n.startswith("ec_separable_")], names
     assert not [n for n in names if n.startswith(("ec_depthwise", "ec_pointwise"))], names
