@@ -465,3 +465,29 @@ def test_edgeconv_custom_ops_compile_through_their_standard_op_form():
     expected = model(x).detach().numpy()
     # fp32 sums plus bilinear weights: relative error ~1e-6 measured; 1e-4 as for every kind here.
     np.testing.assert_allclose(compiled(x.numpy())[0], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("a_shape,b_shape,const", [
+    ((1, 24, 72), (1, 1, 72, 40), "a"),  # decomposed deformable conv: weights @ columns
+    ((1, 64), (64, 19), "b"),  # classifier: features @ weights
+    ((3, 8, 16), (3, 16, 8), None),  # batched: left to TVM's lowering, still correct
+])
+def test_matmul_runs_on_our_pointwise_kernel(a_shape, b_shape, const):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(a_shape).astype("float32")
+    b = rng.standard_normal(b_shape).astype("float32")
+    inits = [numpy_helper.from_array(v, n) for n, v in (("A", a), ("B", b)) if const == n.lower()]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(v.shape))
+              for n, v in (("A", a), ("B", b)) if const != n.lower()]
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["Y"])], "mm", inputs,
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [v for n, v in (("A", a), ("B", b)) if const != n.lower()]
+    got = compile_tvm(proto, target="x86")(*feeds)[0]
+    ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    # float32 sums of at most 72 products
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
+    names = [gv.name_hint for gv in _lowered(proto).get_global_vars()]
+    assert any(n.startswith("ec_pointwise") for n in names) == (const is not None), names
