@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import tvm
 from tvm import te, tirx
 from tvm import s_tir
 

@@ -7,16 +7,18 @@
 2. ``act(conv2d(x, w))``                     -> one kernel with fused activation
 3. ``add(conv2d(x, w), bias_const)``         -> one kernel with fused bias
 4. ``conv2d(x, w)``                          -> one kernel
+5. ``matmul(a, b)`` with unit leading dims   -> the pointwise kernel on reshaped views
 
-for any ``groups`` / stride / dilation / kernel shape in NCHW/OIHW float32 with static shapes,
-and replaces the match with ``R.call_tir`` of a TensorIR PrimFunc produced by
-:func:`edgeconv.exporters.tvm.conv.schedule_conv2d` (one compute, schedules per target family).
-Pointwise 1x1 stride-1 convolutions are run on the flattened ``N x C x 1 x (H*W)`` view (a free
-reshape) so that the register tile is not limited by the row width.
+for any ``groups`` / stride / dilation / kernel shape in NCHW/OIHW or NCHW[b]c/OIHW[b]i[b]o
+float32 with static shapes, and replaces the match with ``R.call_tir`` of a TensorIR PrimFunc
+from :mod:`.conv` (NCHW) or :mod:`.conv_blocked` (NCHW[b]c): one compute each, schedules per
+target family. Pointwise 1x1 stride-1 convolutions run on the flattened ``N x C x 1 x (H*W)``
+view (a free reshape) so that the register tile is not limited by the row width.
 
 Depthwise-separable, MixConv (split + depthwise + concat), HetConv (group + pointwise), flattened
 and spatially separable (kx1 then 1xk) blocks reach us as sequences of these convs after ONNX
-export; each conv of the sequence takes the scheduled path.
+export; each conv of the sequence takes the scheduled path. Before lowering, the ``blocked``
+pipeline moves conv chains into NCHW[b]c (:mod:`.layout`).
 
 Pipelines ``edgeconv_x86`` and ``edgeconv_arm`` are registered in ``relax.pipeline`` so that
 ``tvm.compile(mod, target, relax_pipeline="edgeconv_x86")`` works.
@@ -25,9 +27,7 @@ Pipelines ``edgeconv_x86`` and ``edgeconv_arm`` are registered in ``relax.pipeli
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import re
 import warnings
 
 import numpy as np
@@ -35,8 +35,10 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 
+from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
 from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
-from .conv_blocked import blocked_supported, layout_primfunc, schedule_blocked
+from .conv_blocked import schedule_blocked
+from .layout import BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
 
 __all__ = [
     "LowerConv2d",
@@ -60,7 +62,6 @@ LAYOUTS = ("blocked", "nchw")
 # Fuse depthwise + pointwise only when the depthwise result would not stay in L2 (measured on
 # AVX2: 1x128x56x56 fused 1.54 ms vs 2.17 ms separate; 1x32x28x28 fused 0.18 vs 0.10 ms).
 _SEPARABLE_FUSE_MIN_BYTES = 768 * 1024
-_OPAQUE = 8  # relax OpPatternKind::kOpaque: keeps FuseOps away from our scheduled kernels
 
 
 def target_info(target: tvm.target.Target | None = None, family: str | None = None) -> TargetInfo:
@@ -87,21 +88,6 @@ def target_info(target: tvm.target.Target | None = None, family: str | None = No
     return TargetInfo("x86", 8, 16)
 
 
-def _static_shape(expr) -> list[int] | None:
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
-        return None
-    shape = sinfo.shape
-    if not isinstance(shape, relax.ShapeExpr):
-        return None
-    out = []
-    for v in shape.values:
-        if not isinstance(v, tvm.tirx.IntImm):
-            return None
-        out.append(int(v))
-    return out
-
-
 def _bias_vector(const, out_channels: int, block: int) -> np.ndarray | None:
     """A constant that broadcasts only along the channel axis -> (O,) vector in channel order.
 
@@ -126,52 +112,6 @@ def _clip_bounds(call: relax.Call):
         return None
 
 
-def _block_of(attrs) -> int | None:
-    """0 for NCHW/OIHW, b for NCHW[b]c with OIHW[b]i[b]o or OIHW1i[b]o, None otherwise."""
-    data, kernel, out = str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)
-    if data == "NCHW" and kernel == "OIHW" and out in ("NCHW", ""):
-        return 0
-    m = re.fullmatch(r"NCHW(\d+)c", data)
-    k = re.fullmatch(r"OIHW(\d+)i(\d+)o", kernel)
-    if m and k and out in (data, "") and k.group(2) == m.group(1) and k.group(1) in ("1", m.group(1)):
-        return int(m.group(1))
-    return None
-
-
-def conv_spec(conv: relax.Call, bias: bool = False, act=None, clip=None) -> ConvSpec | None:
-    """The :class:`ConvSpec` of a static float32 relax conv2d (NCHW or NCHW[b]c), else None."""
-    attrs = conv.attrs
-    block = _block_of(attrs)
-    xs, ws = _static_shape(conv.args[0]), _static_shape(conv.args[1])
-    if block is None or xs is None or ws is None or len(xs) != (5 if block else 4):
-        return None
-    if conv.args[0].ty.dtype != "float32" or conv.args[1].ty.dtype != "float32":
-        return None
-    if str(attrs.out_dtype) not in ("", "float32", "None"):
-        return None
-    N, C, H, W = xs[0], xs[1] * (block or 1), xs[2], xs[3]
-    O, Cg, KH, KW = ws[0], ws[1], ws[2], ws[3]
-    if block:
-        O, Cg = O * ws[5], Cg * ws[4]
-    groups = int(attrs.groups)
-    if C % groups or O % groups or C // groups != Cg:
-        return None
-    pad = [int(p) for p in attrs.padding]
-    if len(pad) == 2:
-        pad = [pad[0], pad[1], pad[0], pad[1]]
-    return ConvSpec(
-        N, C, H, W, O, KH, KW,
-        stride=tuple(int(v) for v in attrs.strides),
-        padding=tuple(pad),
-        dilation=tuple(int(v) for v in attrs.dilation),
-        groups=groups,
-        bias=bias,
-        act=act,
-        clip=clip if clip is not None else (0.0, 6.0),
-        block=block,
-    )
-
-
 class LowerConv2dImpl:
     """Rewrites conv2d (+ bias + activation) into call_tir of scheduled TensorIR."""
 
@@ -179,7 +119,6 @@ class LowerConv2dImpl:
         self.tinfo = tinfo
         self.fuse_separable = fuse_separable
         self.builder = builder
-        self.new_funcs: dict[str, tvm.tirx.PrimFunc] = {}
         self.gvars: dict[str, tvm.ir.GlobalVar] = {}
         self.stats: dict[str, int] = {}
         self.specs: dict[str, ConvSpec] = {}
@@ -189,8 +128,7 @@ class LowerConv2dImpl:
         name = spec.name()
         if name not in self.gvars:
             func = schedule_blocked(spec, self.tinfo) if spec.block else schedule_conv2d(spec, self.tinfo)
-            func = func.with_attr({"op_pattern": _OPAQUE, "edgeconv.kind": spec.kind})
-            self.new_funcs[name] = func
+            func = func.with_attr({"op_pattern": OPAQUE, "edgeconv.kind": spec.kind})
             self.gvars[name] = self.builder.add_func(func, name)
             self.specs[name] = spec
         self.stats[spec.kind] = self.stats.get(spec.kind, 0) + 1
@@ -224,8 +162,8 @@ class LowerConv2dImpl:
         ``b`` viewed as 1 x K x 1 x N, ``a`` as M x K x 1 x 1 weights (TVM legalizes matmul to an
         unscheduled loop nest: 2.8 ms for the 64x576x64 product of a decomposed deformable conv).
         """
-        a, b = _static_shape(call.args[0]), _static_shape(call.args[1])
-        out = _static_shape(call)
+        a, b = static_shape(call.args[0]), static_shape(call.args[1])
+        out = static_shape(call)
         if a is None or b is None or out is None or len(a) < 2 or len(b) < 2:
             return None
         if any(arg.ty.dtype != "float32" for arg in call.args) or str(call.attrs.out_dtype) not in ("", "float32",
@@ -247,24 +185,6 @@ def _data_shape(spec: ConvSpec, n: int, c: int, h: int, w: int) -> list[int]:
 
 def _bias_shape(spec: ConvSpec) -> tuple:
     return (spec.O // spec.block, spec.block) if spec.block else (spec.O,)
-
-
-def _scalar(expr):
-    """Python float of a scalar constant (any rank, one element), else None."""
-    try:
-        arr = expr.value.numpy()
-    except Exception:
-        return None
-    if arr.size != 1 or arr.dtype.kind != "f":
-        return None
-    return float(arr.reshape(()))
-
-
-def _tir_name(call) -> str:
-    try:
-        return call.args[0].name_hint
-    except Exception:
-        return ""
 
 
 def _use_counts(func: relax.Function) -> dict:
@@ -293,8 +213,8 @@ def _fuse_separable(func: relax.Function, impl: LowerConv2dImpl) -> relax.Functi
 
     def _rewriter(orig, m):
         pw_call, dw_call, reshape_in = m[pwc], m[dwc], m[pw_in]
-        dw = impl.specs.get(_tir_name(dw_call))
-        pw = impl.specs.get(_tir_name(pw_call))
+        dw = impl.specs.get(tir_name(dw_call))
+        pw = impl.specs.get(tir_name(pw_call))
         if dw is None or pw is None:
             return orig
         if dw.block or pw.block:
@@ -314,9 +234,8 @@ def _fuse_separable(func: relax.Function, impl: LowerConv2dImpl) -> relax.Functi
             pf = schedule_separable(dw, pw2, impl.tinfo)
             if pf is None:
                 return orig
-            pf = pf.with_attr({"op_pattern": _OPAQUE, "edgeconv.kind": "separable"})
+            pf = pf.with_attr({"op_pattern": OPAQUE, "edgeconv.kind": "separable"})
             impl.gvars[name] = impl.builder.add_func(pf, name)
-            impl.new_funcs[name] = pf
         impl.stats["separable_fused"] = impl.stats.get("separable_fused", 0) + 1
         args = list(dw_call.args[1].fields) + list(pw_call.args[1].fields[1:])
         return relax.call_tir(impl.gvars[name], args, relax.TensorType([pw2.N, pw2.O, pw2.OH, pw2.OW], "float32"))
@@ -326,7 +245,7 @@ def _fuse_separable(func: relax.Function, impl: LowerConv2dImpl) -> relax.Functi
 
 def _why_not_lowered(conv: relax.Call) -> str:
     x, w = conv.args[0].ty, conv.args[1].ty
-    if _static_shape(conv.args[0]) is None or _static_shape(conv.args[1]) is None:
+    if static_shape(conv.args[0]) is None or static_shape(conv.args[1]) is None:
         return f"symbolic shape {x.shape} * {w.shape}"
     if x.dtype != "float32" or w.dtype != "float32":
         return f"dtype {x.dtype}"
@@ -356,7 +275,7 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
 
     def _bound(kind: str, c):
         """('lo'|'hi', value) for a maximum/minimum with scalar constant c."""
-        v = _scalar(c)
+        v = scalar(c)
         if v is None:
             return None
         if kind.startswith("maximum"):
@@ -434,20 +353,6 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
     return func
 
 
-def _functions_pass(name: str, rewrite) -> tvm.transform.Pass:
-    """A module pass applying ``rewrite(func, builder) -> func`` to every Relax function."""
-
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        builder = relax.BlockBuilder(mod)
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                builder.update_func(gv, rewrite(func, builder))
-        return builder.get()
-
-    return _pass
-
-
 def ClampAsOps() -> tvm.transform.Pass:
     """``call_tir(maximum|minimum, x, scalar const)`` -> ``relax.maximum|minimum``.
 
@@ -458,129 +363,13 @@ def ClampAsOps() -> tvm.transform.Pass:
     ops = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
 
     def _rewriter(orig, _m):
-        kind = _tir_name(orig).rstrip("0123456789_")
+        kind = tir_name(orig).rstrip("0123456789_")
         x, c = orig.args[1].fields
-        if kind not in ops or _scalar(c) is None or orig.ty.dtype != c.ty.dtype:
+        if kind not in ops or scalar(c) is None or orig.ty.dtype != c.ty.dtype:
             return orig
         return ops[kind](x, c)
 
-    return _functions_pass("edgeconv.ClampAsOps", lambda f, _b: rewrite_call(pattern, _rewriter, f))
-
-
-def SplitAsSections() -> tvm.transform.Pass:
-    """Channel ``split`` at explicit indices -> split into equal sections (+ concat of neighbours).
-
-    relax's ``ConvertLayout`` moves a split into NCHW[b]c but keeps its indices in channels
-    (TVM 0.27 ``InferLayoutSplit`` rewrites only the axis), which breaks MixConv-style graphs.
-    A split into equal sections is converted correctly; unequal sizes become sections of their
-    greatest common divisor, re-joined by ``concat``.
-    """
-    pattern = is_op("relax.split")(wildcard())
-
-    def _rewriter(orig, _m):
-        shape = _static_shape(orig.args[0])
-        cuts = orig.attrs.indices_or_sections
-        if shape is None or len(shape) != 4 or int(orig.attrs.axis) % 4 != 1 or isinstance(cuts, tvm.tirx.IntImm):
-            return orig
-        bounds = [0] + [int(c) for c in cuts] + [shape[1]]
-        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
-        if min(sizes) <= 0:
-            return orig
-        unit = functools.reduce(math.gcd, sizes)
-        parts = relax.op.split(orig.args[0], shape[1] // unit, axis=1)
-        if len(set(sizes)) == 1:
-            return parts
-        pieces = [relax.TupleGetItem(parts, i) for i in range(shape[1] // unit)]
-        outs = []
-        for a, b in zip(bounds, bounds[1:]):
-            group = pieces[a // unit:b // unit]
-            outs.append(group[0] if len(group) == 1 else relax.op.concat(group, axis=1))
-        return relax.Tuple(outs)
-
-    return _functions_pass("edgeconv.SplitAsSections", lambda f, _b: rewrite_call(pattern, _rewriter, f))
-
-
-def _blockable(call: relax.Call, b: int) -> bool:
-    spec = conv_spec(call)
-    return spec is not None and not spec.block and blocked_supported(spec, b)
-
-
-def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
-    found = []
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, lambda e: found.append(1) if isinstance(e, relax.Call) and isinstance(
-                e.op, tvm.ir.Op) and e.op.name == "relax.nn.conv2d" and _blockable(e, b) else None)
-    return len(found)
-
-
-def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
-    """Every conv2d the blocked kernel covers -> NCHW[b]c (b = vector lanes), via relax's
-    ``ConvertLayout``: it propagates the layout through elementwise ops, split/concat and
-    reductions, so layout transforms remain only at the graph edges and around ops without a
-    blocked form; the weight transforms are constant-folded.
-
-    Entering and leaving the layout costs two memory passes over the edge tensors, which one
-    conv alone does not pay back (a lone depthwise conv is memory-bound itself, a lone grouped
-    conv gains ~10%); so a graph is converted only with at least ``min_convs`` such convs.
-    """
-    b = tinfo.lanes
-
-    def _desired(call):
-        if call.op.name != "relax.nn.conv2d":
-            return {}
-        if _blockable(call, b):
-            kernel = f"OIHW1i{b}o" if conv_spec(call).Cg == 1 else f"OIHW{b}i{b}o"
-            return {"relax.nn.conv2d": [f"NCHW{b}c", kernel]}
-        # explicit: with {} the conv would inherit its (converted) input's layout
-        return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
-
-    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), relax.transform.FoldConstant()])
-
-    @tvm.transform.module_pass(opt_level=0, name="edgeconv.BlockedLayout")
-    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        return convert(mod) if _count_blockable(mod, b) >= min_convs else mod
-
-    return _pass
-
-
-def _blocking(call: relax.Call):
-    """(N, C, H, W, b, to_blocked) if ``call`` is a static float32 layout_transform between NCHW
-    and NCHW[b]c (either way), else None."""
-    src, dst = _static_shape(call.args[0]), _static_shape(call)
-    if src is None or dst is None or call.attrs.pad_value is not None or call.args[0].ty.dtype != "float32":
-        return None
-    to_blocked = len(src) == 4
-    plain, blocked = (src, dst) if to_blocked else (dst, src)
-    if len(plain) != 4 or len(blocked) != 5:
-        return None
-    N, C, H, W = plain
-    b = blocked[4]
-    if C % b or blocked != [N, C // b, H, W, b]:
-        return None
-    # probe the index map at the far corner: it must be the channel (un)blocking
-    corner_plain = [N - 1, C - 1, H - 1, W - 1]
-    corner_blocked = [N - 1, (C - 1) // b, H - 1, W - 1, (C - 1) % b]
-    probe, want = (corner_plain, corner_blocked) if to_blocked else (corner_blocked, corner_plain)
-    got = [int(v) for v in call.attrs.index_map.map_indices(probe)]
-    return (N, C, H, W, b, to_blocked) if got == want else None
-
-
-def ScheduleLayoutTransforms() -> tvm.transform.Pass:
-    """layout_transform NCHW <-> NCHW[b]c -> call_tir of our scheduled, parallel kernels."""
-
-    def _rewrite(func: relax.Function, builder: relax.BlockBuilder) -> relax.Function:
-        def _rewriter(orig, _m):
-            how = _blocking(orig)
-            if how is None:
-                return orig
-            pf = layout_primfunc(*how).with_attr("op_pattern", _OPAQUE)
-            gv = builder.add_func(pf, pf.attrs["global_symbol"])
-            return relax.call_tir(gv, [orig.args[0]], orig.ty)
-
-        return rewrite_call(is_op("relax.layout_transform")(wildcard()), _rewriter, func)
-
-    return _functions_pass("edgeconv.ScheduleLayoutTransforms", _rewrite)
+    return functions_pass("edgeconv.ClampAsOps", lambda f, _b: rewrite_call(pattern, _rewriter, f))
 
 
 def LowerConv2d(tinfo: TargetInfo | None = None, family: str | None = None) -> tvm.transform.Pass:

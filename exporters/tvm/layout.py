@@ -1,0 +1,138 @@
+"""Blocked layout (NCHW[b]c) for whole conv chains, with layout transforms at the graph edges.
+
+``BlockedLayout`` decides which convs run blocked and lets relax's ``ConvertLayout`` carry the
+layout through the graph; ``SplitAsSections`` works around a ``ConvertLayout`` gap for channel
+splits; ``ScheduleLayoutTransforms`` runs the transforms that remain as our scheduled kernels.
+The blocked kernels themselves are in :mod:`.conv_blocked`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+from ._relax import OPAQUE, conv_spec, functions_pass, static_shape
+from .conv import TargetInfo
+from .conv_blocked import blocked_supported, layout_primfunc
+
+__all__ = ["BlockedLayout", "SplitAsSections", "ScheduleLayoutTransforms"]
+
+
+def SplitAsSections() -> tvm.transform.Pass:
+    """Channel ``split`` at explicit indices -> split into equal sections (+ concat of neighbours).
+
+    relax's ``ConvertLayout`` moves a split into NCHW[b]c but keeps its indices in channels
+    (TVM 0.27 ``InferLayoutSplit`` rewrites only the axis), which breaks MixConv-style graphs.
+    A split into equal sections is converted correctly; unequal sizes become sections of their
+    greatest common divisor, re-joined by ``concat``.
+    """
+    pattern = is_op("relax.split")(wildcard())
+
+    def _rewriter(orig, _m):
+        shape = static_shape(orig.args[0])
+        cuts = orig.attrs.indices_or_sections
+        if shape is None or len(shape) != 4 or int(orig.attrs.axis) % 4 != 1 or isinstance(cuts, tvm.tirx.IntImm):
+            return orig
+        bounds = [0] + [int(c) for c in cuts] + [shape[1]]
+        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        if min(sizes) <= 0:
+            return orig
+        unit = functools.reduce(math.gcd, sizes)
+        parts = relax.op.split(orig.args[0], shape[1] // unit, axis=1)
+        if len(set(sizes)) == 1:
+            return parts
+        pieces = [relax.TupleGetItem(parts, i) for i in range(shape[1] // unit)]
+        outs = []
+        for a, b in zip(bounds, bounds[1:]):
+            group = pieces[a // unit:b // unit]
+            outs.append(group[0] if len(group) == 1 else relax.op.concat(group, axis=1))
+        return relax.Tuple(outs)
+
+    return functions_pass("edgeconv.SplitAsSections", lambda f, _b: rewrite_call(pattern, _rewriter, f))
+
+
+def _blockable(call: relax.Call, b: int) -> bool:
+    spec = conv_spec(call)
+    return spec is not None and not spec.block and blocked_supported(spec, b)
+
+
+def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
+    found = []
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, lambda e: found.append(1) if isinstance(e, relax.Call) and isinstance(
+                e.op, tvm.ir.Op) and e.op.name == "relax.nn.conv2d" and _blockable(e, b) else None)
+    return len(found)
+
+
+def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
+    """Every conv2d the blocked kernel covers -> NCHW[b]c (b = vector lanes), via relax's
+    ``ConvertLayout``: it propagates the layout through elementwise ops, split/concat and
+    reductions, so layout transforms remain only at the graph edges and around ops without a
+    blocked form; the weight transforms are constant-folded.
+
+    Entering and leaving the layout costs two memory passes over the edge tensors, which one
+    conv alone does not pay back (a lone depthwise conv is memory-bound itself, a lone grouped
+    conv gains ~10%); so a graph is converted only with at least ``min_convs`` such convs.
+    """
+    b = tinfo.lanes
+
+    def _desired(call):
+        if call.op.name != "relax.nn.conv2d":
+            return {}
+        if _blockable(call, b):
+            kernel = f"OIHW1i{b}o" if conv_spec(call).Cg == 1 else f"OIHW{b}i{b}o"
+            return {"relax.nn.conv2d": [f"NCHW{b}c", kernel]}
+        # explicit: with {} the conv would inherit its (converted) input's layout
+        return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
+
+    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), relax.transform.FoldConstant()])
+
+    @tvm.transform.module_pass(opt_level=0, name="edgeconv.BlockedLayout")
+    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
+        return convert(mod) if _count_blockable(mod, b) >= min_convs else mod
+
+    return _pass
+
+
+def _blocking(call: relax.Call):
+    """(N, C, H, W, b, to_blocked) if ``call`` is a static float32 layout_transform between NCHW
+    and NCHW[b]c (either way), else None."""
+    src, dst = static_shape(call.args[0]), static_shape(call)
+    if src is None or dst is None or call.attrs.pad_value is not None or call.args[0].ty.dtype != "float32":
+        return None
+    to_blocked = len(src) == 4
+    plain, blocked = (src, dst) if to_blocked else (dst, src)
+    if len(plain) != 4 or len(blocked) != 5:
+        return None
+    N, C, H, W = plain
+    b = blocked[4]
+    if C % b or blocked != [N, C // b, H, W, b]:
+        return None
+    # probe the index map at the far corner: it must be the channel (un)blocking
+    corner_plain = [N - 1, C - 1, H - 1, W - 1]
+    corner_blocked = [N - 1, (C - 1) // b, H - 1, W - 1, (C - 1) % b]
+    probe, want = (corner_plain, corner_blocked) if to_blocked else (corner_blocked, corner_plain)
+    got = [int(v) for v in call.attrs.index_map.map_indices(probe)]
+    return (N, C, H, W, b, to_blocked) if got == want else None
+
+
+def ScheduleLayoutTransforms() -> tvm.transform.Pass:
+    """layout_transform NCHW <-> NCHW[b]c -> call_tir of our scheduled, parallel kernels."""
+
+    def _rewrite(func: relax.Function, builder: relax.BlockBuilder) -> relax.Function:
+        def _rewriter(orig, _m):
+            how = _blocking(orig)
+            if how is None:
+                return orig
+            pf = layout_primfunc(*how).with_attr("op_pattern", OPAQUE)
+            gv = builder.add_func(pf, pf.attrs["global_symbol"])
+            return relax.call_tir(gv, [orig.args[0]], orig.ty)
+
+        return rewrite_call(is_op("relax.layout_transform")(wildcard()), _rewriter, func)
+
+    return functions_pass("edgeconv.ScheduleLayoutTransforms", _rewrite)
