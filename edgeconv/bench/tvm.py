@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -148,23 +149,25 @@ def build_case(name: str):
 
 
 # --------------------------------------------------------------------------- timing
-def _interleaved(fns: dict, warmup: int, repeats: int, budgets: dict, block: int = 5) -> dict:
-    """Time several runtimes in alternating blocks of ``block`` runs (rotating order), so that load
+def _interleaved(fns: dict, warmup: int, repeats: int, budgets: dict, block: int = 5, pause: float = 0.1) -> dict:
+    """Time several runtimes in alternating blocks of ``block`` runs (shuffled order, seeded), so that load
     from other processes on a shared machine hits all of them alike. Between blocks we pause
-    briefly so that spinning worker threads of one runtime's pool (onnxruntime and TVM both spin
-    after a parallel region) do not steal the cores of the next one.
+    (``pause`` s) so that spinning worker threads of one runtime's pool (onnxruntime and TVM both
+    spin after a parallel region) do not steal the cores of the next one: with 20 ms, the runtime
+    timed right after onnxruntime at 2 threads measured up to 2x slow.
     Returns {name: (median wall ms, median CPU ms)}."""
     walls = {k: [] for k in fns}
     cpus = {k: [] for k in fns}
     spent = {k: 0.0 for k in fns}
-    names = list(fns)
+    order = list(fns)
+    shuffle = random.Random(0).shuffle  # no runtime always follows the same one
     rounds = max(1, (repeats + block - 1) // block)
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        shuffle(order)
         for k in order:
             if spent[k] > budgets.get(k, 20.0) and len(walls[k]) >= 3:
                 continue
-            time.sleep(0.02)
+            time.sleep(pause)
             for _ in range(warmup if r == 0 else 1):
                 fns[k]()
             for _ in range(block):
