@@ -496,8 +496,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CLIError(f"TVM is not available ({exc}); install edgeconv[tvm]") from exc
 
+    _, feeds = _load_onnx_inputs(path, None)
+    shapes = None
+    if args.input is not None:
+        import numpy as np
+
+        first = next(iter(feeds))
+        shapes = {first: list(args.input)}
+        feeds[first] = np.random.default_rng(0).standard_normal(args.input).astype(feeds[first].dtype)
     with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
-        compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune)
+        compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune, input_shapes=shapes)
     con = _console()
     con.print(f"wrote {args.output}")
     if args.rpc:
@@ -505,7 +513,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         from edgeconv.deploy import run_rpc
 
-        _, feeds = _load_onnx_inputs(path, None)
         res = run_rpc(args.output, args.rpc, list(feeds.values()), repeats=args.repeat or 10)
         out = res["outputs"]
         con.print(f"rpc {args.rpc['host']}:{args.rpc['port']}: outputs {[list(np.shape(o)) for o in out]}, "
@@ -649,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to a .onnx file")
     p.add_argument("--target", required=True, choices=TARGETS, help="TVM target")
     p.add_argument("-o", "--output", required=True, help="output shared library (.so)")
+    p.add_argument("--input", type=_shape_arg, default=None,
+                   help="shape N,C,H,W of the first input: fixes symbolic dims (a dynamic batch), which "
+                        "edgeconv's kernels need (else TVM's generic conv, with a warning)")
     p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials (default 0)")
     p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
                    help="also run the compiled module on an RPC server (or tracker/key)")
