@@ -201,7 +201,7 @@ def w_chunks(OW: int, OWp: int, tile: int, target: int = 128) -> tuple[int, int]
     return OWp, -negc
 
 
-def _stage_input(data, spec: ConvSpec, OWp: int, deinterleave: bool, tag: str = ""):
+def _stage_input(data, spec: ConvSpec, OWp: int, deinterleave: bool):
     """Zero padding (and W de-interleaving for strided convs) of ``data``.
 
     Returns ``load(n, c, h_in, w_out, rw)`` that reads the input tap of output column ``w_out``.
@@ -226,9 +226,9 @@ def _stage_input(data, spec: ConvSpec, OWp: int, deinterleave: bool, tag: str = 
         # unit-stride vectors (tap offset t = rw*dw -> phase t % sw, column w + t // sw).
         PWj = (PW + sw - 1) // sw
         need_pad = pt > 0 or pl > 0 or PH > H or PWj * sw > W
-        padded = te.compute((N, C, PH, PWj * sw), _padded, name="ec_pad" + tag) if need_pad else data
+        padded = te.compute((N, C, PH, PWj * sw), _padded, name="ec_pad") if need_pad else data
         src = te.compute((N, C, PH, sw, PWj), lambda n, c, h, r, j: padded[n, c, h, j * sw + r],
-                         name="ec_deint" + tag)
+                         name="ec_deint")
 
         def _load(n, c, h, w, rw):
             t = rw * dw
@@ -237,7 +237,7 @@ def _stage_input(data, spec: ConvSpec, OWp: int, deinterleave: bool, tag: str = 
         return _load
 
     need_pad = pt > 0 or pl > 0 or PH > H or PW > W
-    src = te.compute((N, C, PH, PW), _padded, name="ec_pad" + tag) if need_pad else data
+    src = te.compute((N, C, PH, PW), _padded, name="ec_pad") if need_pad else data
 
     def _load(n, c, h, w, rw):
         return src[n, c, h, w * sw + rw * dw]
@@ -260,7 +260,7 @@ def _epilogue(v, spec: ConvSpec, bias, o):
     return v
 
 
-def _conv_stage(load, weight, spec: ConvSpec, OWp: int, name: str, h_offset=None):
+def _conv_stage(load, weight, spec: ConvSpec, OWp: int, name: str):
     KH, KW = spec.KH, spec.KW
     sh = spec.stride[0]
     dh = spec.dilation[0]
