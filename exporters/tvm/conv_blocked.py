@@ -241,3 +241,28 @@ def layout_primfunc(N: int, C: int, H: int, W: int, block: int, to_blocked: bool
     elif to_blocked:
         sch.vectorize(i)
     return sch.mod["main"].with_attr("global_symbol", name)
+
+
+@functools.lru_cache(maxsize=64)
+def shuffle_blocked_primfunc(N: int, C: int, H: int, W: int, groups: int, block: int) -> tirx.PrimFunc:
+    """Channel shuffle (ShuffleNet: view C as groups x C/groups, transpose) on NCHW[b]c tensors:
+    output channel ``o`` reads input channel ``(o % groups) * (C / groups) + o // groups``.
+
+    One pass, vectorised along the output block (a gather over input blocks); in NCHW it would
+    take a transform out of the blocked layout, the reshape/transpose/reshape and one back in.
+    """
+    b = block
+    src = te.placeholder((N, C // b, H, W, b), "float32", name="data")
+
+    def _shuffled(n, ob, h, w, oi):
+        o = ob * b + oi
+        c = (o % groups) * (C // groups) + o // groups
+        return src[n, c // b, h, w, c % b]
+
+    dst = te.compute((N, C // b, H, W, b), _shuffled, name="ec_shuffle")
+    name = f"ec_shuffle_g{groups}_{N}x{C}x{H}x{W}_nchw{b}c"
+    sch = s_tir.Schedule(te.create_prim_func([src, dst]).with_attr({"global_symbol": name, "tirx.noalias": True}))
+    n, ob, h, w, oi = sch.get_loops(sch.get_sblock("ec_shuffle"))
+    sch.parallel(sch.fuse(n, ob, h))
+    sch.vectorize(oi)
+    return sch.mod["main"].with_attr("global_symbol", name)

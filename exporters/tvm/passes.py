@@ -38,7 +38,7 @@ from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
 from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
 from .conv_blocked import schedule_blocked
-from .layout import BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
+from .layout import BlockedChannelShuffle, BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
 
 __all__ = [
     "LowerConv2d",
@@ -425,7 +425,7 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             relax.transform.CanonicalizeBindings(),
             relax.transform.FoldConstant(),
             ClampAsOps(),
-            *([SplitAsSections(), BlockedLayout(info)] if layout == "blocked" else []),
+            *([SplitAsSections(), BlockedLayout(info), BlockedChannelShuffle()] if layout == "blocked" else []),
             LowerConv2d(info),
             ScheduleLayoutTransforms(),
             relax.transform.DeadCodeElimination(),

@@ -144,6 +144,22 @@ def _chain_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _ort(model, x):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def _check_and_kernels(model, x, layout="blocked") -> list[str]:
+    """Compile for the host, compare with onnxruntime (the issue's rel. 1e-4), return the names of
+    the functions our pipeline put in the module."""
+    got = compile_tvm(model, target="x86", layout=layout)(x)[0]
+    ref = _ort(model, x)
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+    with HOST:
+        lowered = edgeconv_stage1("x86", layout=layout)(import_model(model)[0])
+    return [gv.name_hint for gv in lowered.get_global_vars()]
+
+
 def _ops(mod, name: str) -> int:
     count = 0
 
@@ -175,10 +191,7 @@ def test_layout_transforms_only_at_the_edges():
 def test_chain_matches_onnxruntime(layout):
     model = _chain_model()
     x = np.random.default_rng(4).standard_normal((2, 3, 35, 45)).astype("float32")
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    with HOST:
-        lowered = edgeconv_stage1("x86", layout=layout)(import_model(model)[0])
-    names = [gv.name_hint for gv in lowered.get_global_vars()]
+    names = _check_and_kernels(model, x, layout)
     # our scheduled NCHW <-> NCHW8c transforms after the stem and after the pool (blocked only)
     assert ("ec_to_nchw8c_2x16x18x23" in names) == (layout == "blocked"), names
     assert ("ec_from_nchw8c_2x32x1x1" in names) == (layout == "blocked"), names
@@ -186,8 +199,6 @@ def test_chain_matches_onnxruntime(layout):
     stem = [k for k in kernels if "_2x3x35x45_" in k]
     assert len(stem) == 1 and len(kernels) == 6, kernels
     assert all(k.endswith("_nchw8c") == (layout == "blocked" and k not in stem) for k in kernels), kernels
-    got = compile_tvm(model, target="x86", layout=layout)(x)[0]
-    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4  # the issue's bound vs onnxruntime
 
 
 def test_unknown_layout_is_refused():
@@ -217,12 +228,7 @@ def test_mixconv_splits_in_blocked_layout(sizes):
     sections); a branch whose channels are not whole 8-channel blocks stays NCHW."""
     model = _mixconv_model(sizes)
     x = np.random.default_rng(6).standard_normal((1, sum(sizes), 19, 21)).astype("float32")
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    got = compile_tvm(model, target="x86")(x)[0]
-    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
-    with HOST:
-        lowered = edgeconv_stage1("x86")(import_model(model)[0])
-    convs = [gv.name_hint for gv in lowered.get_global_vars() if gv.name_hint.startswith("ec_depthwise")]
+    convs = [k for k in _check_and_kernels(model, x) if k.startswith("ec_depthwise")]
     assert len(convs) == len(sizes), convs
     for k in convs:
         channels = int(re.search(r"_g(\d+)_", k).group(1))
@@ -249,7 +255,7 @@ def test_symbolic_batch_warns_about_the_generic_lowering():
         warnings.simplefilter("error", UserWarning)  # no warning once the batch is fixed...
         warnings.filterwarnings("ignore", "Field 'shape'")  # (the ONNX frontend's own complaint)
         fixed = compile_tvm(model, target="x86", input_shapes={"x": [3, 16, 19, 21]})
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = _ort(model, x)
     assert np.abs(fixed(x)[0] - ref).max() / np.abs(ref).max() < 1e-4  # ...and it computes the same
 
 
@@ -270,3 +276,37 @@ def test_layout_kernels_match_numpy(shape, block, to_blocked):
     out = tvm.runtime.tensor(np.zeros_like(want), dev)
     kernel(tvm.runtime.tensor(src, dev), out)
     np.testing.assert_array_equal(out.numpy(), want)  # a pure copy: bit-exact
+
+
+def _shuffle_model(groups=4):
+    """ShuffleNet unit core: grouped 1x1 -> channel shuffle -> depthwise 3x3 -> grouped 1x1."""
+    rng = np.random.default_rng(10)
+    C, H, W = 32, 9, 13
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype("float32"),
+                                       name)
+
+    inits = [weight("w1", (C, C // groups, 1, 1)), weight("w2", (C, 1, 3, 3)), weight("w3", (C, C // groups, 1, 1)),
+             numpy_helper.from_array(np.array([1, groups, C // groups, H, W], np.int64), "split_shape"),
+             numpy_helper.from_array(np.array([1, C, H, W], np.int64), "merge_shape")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], kernel_shape=[1, 1], group=groups),
+             helper.make_node("Reshape", ["a", "split_shape"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "merge_shape"], ["s"]),
+             helper.make_node("Conv", ["s", "w2"], ["d"], kernel_shape=[3, 3], pads=[1] * 4, group=C),
+             helper.make_node("Conv", ["d", "w3"], ["y"], kernel_shape=[1, 1], group=groups)]
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, H, W])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("groups", [2, 4])  # 8 groups: 4 channels per group, not blocked
+def test_channel_shuffle_stays_blocked(groups):
+    model = _shuffle_model(groups)
+    x = np.random.default_rng(11).standard_normal((1, 32, 9, 13)).astype("float32")
+    names = [k for k in _check_and_kernels(model, x) if k.startswith("ec_")]
+    assert f"ec_shuffle_g{groups}_1x32x9x13_nchw8c" in names, names
+    # the only layout transforms are at the input and the output
+    assert sorted(n for n in names if n.startswith(("ec_to_", "ec_from_"))) == [
+        "ec_from_nchw8c_1x32x9x13", "ec_to_nchw8c_1x32x9x13"], names
