@@ -58,7 +58,8 @@ def plan_blocked(spec: ConvSpec, tinfo: TargetInfo) -> BlockedPlan:
     else:
         budget = tinfo.vregs - 4  # ob weight vectors + broadcast registers
         # measured on AVX2 (16 registers): 1x1 runs best with 12 accumulators, KxK (unrolled
-        # taps) with 8; scaled for 32-register targets
+        # taps) with at most 8 (3x3 g4 1x64x64x64: 4x2 1.09 ms, 6x2 1.47 ms); scaled for
+        # 32-register targets
         cap = (12 if spec.KH * spec.KW == 1 else 8) * tinfo.vregs // 16
         blocks = spec.Og // spec.block
         obs, hbs = [d for d in (1, 2, 3, 4) if blocks % d == 0], [1]
@@ -67,7 +68,7 @@ def plan_blocked(spec: ConvSpec, tinfo: TargetInfo) -> BlockedPlan:
         for hb in hbs:
             for wu in range(1, min(OW, 14) + 1):
                 acc = ob * hb * wu
-                if acc > budget or (spec.Cg != 1 and acc + ob > tinfo.vregs - 1):
+                if acc > budget or (spec.Cg != 1 and (acc + ob > tinfo.vregs - 1 or acc > cap)):
                     continue
                 OWp = _round_up(OW, wu)
                 waste = OW / OWp
@@ -75,8 +76,9 @@ def plan_blocked(spec: ConvSpec, tinfo: TargetInfo) -> BlockedPlan:
                     score = min(acc, 12) * waste * waste
                 else:
                     # enough accumulators to hide FMA latency, then FMAs per load (ob + wu)
-                    score = min(acc, cap) * (acc / (ob + wu)) ** 0.5 * waste
-                key = (round(score, 3), -OWp, ob)
+                    score = acc * (acc / (ob + wu)) ** 0.5 * waste
+                # ties: fewer output-channel vectors, more positions (measured: 4 x 2 beats 2 x 4)
+                key = (round(score, 3), -OWp, -ob)
                 if best is None or key > best[0]:
                     best = (key, (wu, ob, hb, OWp))
     wu, ob, hb, OWp = best[1]
