@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,28 @@ def test_export_matches_pytorch(name, tmp_path):
     for custom_ops in ((True, False) if custom_ops_available() else (False,)):
         for res in check_parity(model, (x,), proto, custom_ops=custom_ops):
             assert res.max_rel <= TOL, f"{name} custom_ops={custom_ops}: rel err {res.max_rel:.3e}"
+
+
+@pytest.mark.slow  # export + TVM compile: 15-50 s per model on 2 cores
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_tvm_matches_pytorch(name, tmp_path):
+    """Every architecture through edgeconv's TVM pipeline (blocked layout, standard-op form of
+    the edgeconv ops), against PyTorch; no conv may be left on TVM's generic lowering."""
+    import warnings
+
+    pytest.importorskip("tvm")
+    from edgeconv.exporters.tvm import compile_tvm
+    from edgeconv.models._blocks import randomize_bn
+
+    export_onnx, _, _ = _exporter()
+    torch.manual_seed(0)
+    model = randomize_bn(small(name)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    proto = export_onnx(model, (x,), tmp_path / f"{name}.onnx")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "edgeconv: .* conv2d left")
+        compiled = compile_tvm(proto, target="x86", input_shapes={proto.graph.input[0].name: [1, 3, 32, 32]})
+    got = compiled(x.numpy())[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(got - ref).max() / np.abs(ref).max() <= TOL
