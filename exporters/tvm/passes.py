@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 
 from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
@@ -429,40 +430,22 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             LowerConv2d(info),
             ScheduleLayoutTransforms(),
             relax.transform.DeadCodeElimination(),
-            relax.backend.DispatchSampling(),
-            relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(),
+            *cpu_generic.library_dispatch_passes(target),
+            # TVM's CPU legalization: LegalizeOps, then (with fuse) pattern annotation and fusion
+            *(cpu_generic.legalize_passes(target) if fuse else [relax.transform.LegalizeOps()]),
         ]
-        if fuse:
-            passes += [
-                relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FoldConstant(),
-                relax.transform.FuseOps(),
-                relax.transform.FuseTIR(),
-            ]
         return tvm.transform.Sequential(passes)(mod)
 
     return _stage1
 
 
 def edgeconv_stage2():
-    """Stock dataflow lowering and finalization (memory planning, VM lowering)."""
+    """TVM's CPU dataflow lowering and finalization (memory planning, VM lowering)."""
 
     @tvm.transform.module_pass(opt_level=0, name="edgeconv_stage2")
     def _stage2(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        passes = [
-            relax.transform.RewriteDataflowReshape(),
-            relax.transform.ToNonDataflow(),
-            relax.transform.RemovePurityChecking(),
-            relax.transform.CallTIRRewrite(),
-            relax.transform.StaticPlanBlockMemory(),
-            relax.transform.LowerAllocTensor(),
-            relax.transform.KillAfterLastUse(),
-            relax.transform.LowerRuntimeBuiltin(),
-            relax.transform.ComputePrimValue(),
-            relax.transform.VMShapeLower(),
-            relax.transform.AttachGlobalSymbol(),
-        ]
+        target = tvm.target.Target.current(allow_none=True)
+        passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
         return tvm.transform.Sequential(passes)(mod)
 
     return _stage2
