@@ -146,6 +146,29 @@ int64_t ConvOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t
   return span / stride + 1;
 }
 
+ConvShapes CheckConvShapes(const Input& X, const Input& W, size_t w_lead, const Conv2dAttrs& a, const char* op) {
+  constexpr int64_t kMaxSpatial = int64_t{1} << 30;
+  const ConvShapes s{X.shape[0], X.shape[1], X.shape[2], X.shape[3],
+                     W.shape[w_lead], W.shape[w_lead + 1], W.shape[w_lead + 2], W.shape[w_lead + 3]};
+  const std::string out_dim = std::to_string(w_lead), in_dim = std::to_string(w_lead + 1);
+  if (s.C == 0) Fail(op, "input 'X' must have at least one channel, got shape " + ShapeToString(X.shape));
+  if (s.H == 0 || s.W == 0) Fail(op, "input 'X' has an empty spatial dimension, shape " + ShapeToString(X.shape));
+  if (s.H > kMaxSpatial || s.W > kMaxSpatial) Fail(op, "input 'X' spatial size is too large");
+  if (s.KH == 0 || s.KW == 0) Fail(op, "input 'W' has an empty kernel, shape " + ShapeToString(W.shape));
+  if (!a.kernel_shape.empty() && (a.kernel_shape[0] != s.KH || a.kernel_shape[1] != s.KW))
+    Fail(op, "attribute 'kernel_shape' " + ShapeToString(a.kernel_shape) + " does not match input 'W' shape " +
+                 ShapeToString(W.shape));
+  if (s.C % a.group != 0)
+    Fail(op, "input 'X' channels (" + std::to_string(s.C) + ") must be divisible by group (" + std::to_string(a.group) + ")");
+  if (s.Cg * a.group != s.C)
+    Fail(op, "input 'W' must have C/group = " + std::to_string(s.C / a.group) + " input channels (dim " + in_dim +
+                 "), got shape " + ShapeToString(W.shape));
+  if (s.O % a.group != 0)
+    Fail(op, "input 'W' output channels (dim " + out_dim + ", " + std::to_string(s.O) + ") must be divisible by group (" +
+                 std::to_string(a.group) + ")");
+  return s;
+}
+
 namespace {
 void OrtParallelFor(void* ctx, kern::TaskFn fn, size_t total, void* user) {
   if (total == 0) return;

@@ -62,6 +62,14 @@ void CheckRank(const Input& t, size_t rank, const char* op, const char* name, co
 int64_t ConvOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t pad1, int64_t dil, const char* op,
                     const char* axis);
 
+// Shapes of a convolution's X [N, C, H, W] and W [lead..., O, C/group, kh, kw] (`w_lead` leading
+// dims before O: 0 for a plain weight, 1 for a kernel bank), checked against each other and the
+// attributes (both ranks already checked).
+struct ConvShapes {
+  int64_t N, C, H, W, O, Cg, KH, KW;
+};
+ConvShapes CheckConvShapes(const Input& X, const Input& W, size_t w_lead, const Conv2dAttrs& a, const char* op);
+
 // onnxruntime intra-op thread pool runner for the kernels.
 kern::Runner MakeRunner(OrtKernelContext* ctx);
 
@@ -122,5 +130,25 @@ OrtStatusPtr StatusGuard(const char* op, F&& f) noexcept {
     return api.CreateStatus(ORT_FAIL, (std::string("edgeconv.") + op + ": unknown error").c_str());
   }
 }
+
+// The onnxruntime custom-op class of a float32 CPU kernel: Derived names the op (kName) and its
+// inputs (kInputs, of which the first kRequired are required); one float32 output.
+template <typename Derived, typename Kernel>
+struct FloatCpuOp : Ort::CustomOpBase<Derived, Kernel, true> {
+  FloatCpuOp() { this->version = CustomOpVersion(); }
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+    *kernel = nullptr;
+    return StatusGuard(Derived::kName, [&] { *kernel = new Kernel(api, info); });
+  }
+  const char* GetName() const { return Derived::kName; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return Derived::kInputs; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index < Derived::kRequired ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
 
 }  // namespace edgeconv

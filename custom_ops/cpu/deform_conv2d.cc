@@ -4,8 +4,7 @@
 
 namespace edgeconv {
 namespace {
-constexpr const char* kOp = "DeformConv2d";
-constexpr int64_t kMaxSpatial = int64_t{1} << 30;
+constexpr const char* kOp = DeformConv2dOp::kName;
 }  // namespace
 
 DeformConv2dKernel::DeformConv2dKernel(const OrtApi&, const OrtKernelInfo* info)
@@ -26,23 +25,8 @@ OrtStatusPtr DeformConv2dKernel::ComputeV2(OrtKernelContext* context) {
     CheckRank(X, 4, kOp, "X", "[N, C, H, W]");
     CheckRank(W, 4, kOp, "W", "[O, C/group, kh, kw]");
     CheckRank(off, 4, kOp, "offset", "[N, offset_group*2*kh*kw, oh, ow]");
-    const int64_t N = X.shape[0], C = X.shape[1], H = X.shape[2], Wd = X.shape[3];
-    const int64_t O = W.shape[0], Cg = W.shape[1], KH = W.shape[2], KW = W.shape[3];
-    if (C == 0) Fail(kOp, "input 'X' must have at least one channel, got shape " + ShapeToString(X.shape));
-    if (H == 0 || Wd == 0) Fail(kOp, "input 'X' has an empty spatial dimension, shape " + ShapeToString(X.shape));
-    if (H > kMaxSpatial || Wd > kMaxSpatial) Fail(kOp, "input 'X' spatial size is too large");
-    if (KH == 0 || KW == 0) Fail(kOp, "input 'W' has an empty kernel, shape " + ShapeToString(W.shape));
-    if (!a.kernel_shape.empty() && (a.kernel_shape[0] != KH || a.kernel_shape[1] != KW))
-      Fail(kOp, "attribute 'kernel_shape' " + ShapeToString(a.kernel_shape) + " does not match input 'W' shape " +
-                    ShapeToString(W.shape));
-    if (C % a.group != 0)
-      Fail(kOp, "input 'X' channels (" + std::to_string(C) + ") must be divisible by group (" + std::to_string(a.group) + ")");
-    if (Cg * a.group != C)
-      Fail(kOp, "input 'W' must have C/group = " + std::to_string(C / a.group) + " input channels (dim 1), got shape " +
-                    ShapeToString(W.shape));
-    if (O % a.group != 0)
-      Fail(kOp, "input 'W' output channels (dim 0, " + std::to_string(O) + ") must be divisible by group (" +
-                    std::to_string(a.group) + ")");
+    const ConvShapes s = CheckConvShapes(X, W, 0, a, kOp);
+    const int64_t N = s.N, C = s.C, H = s.H, Wd = s.W, O = s.O, Cg = s.Cg, KH = s.KH, KW = s.KW;
     if (C % a.offset_group != 0)
       Fail(kOp, "input 'X' channels (" + std::to_string(C) + ") must be divisible by offset_group (" +
                     std::to_string(a.offset_group) + ")");
@@ -105,13 +89,6 @@ OrtStatusPtr DeformConv2dKernel::ComputeV2(OrtKernelContext* context) {
     args.y = y;
     if (k.conv2d(args, runner) != 0) Fail(kOp, "out of memory (column buffer)", ORT_FAIL);
   });
-}
-
-DeformConv2dOp::DeformConv2dOp() { OrtCustomOp::version = CustomOpVersion(); }
-
-OrtStatusPtr DeformConv2dOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-  *kernel = nullptr;
-  return StatusGuard(kOp, [&] { *kernel = new DeformConv2dKernel(api, info); });
 }
 
 }  // namespace edgeconv

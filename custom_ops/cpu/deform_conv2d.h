@@ -17,18 +17,9 @@ struct DeformConv2dKernel {
   PackedWeightCache w_cache;  // W is usually an initializer: packed once
 };
 
-struct DeformConv2dOp : Ort::CustomOpBase<DeformConv2dOp, DeformConv2dKernel, true> {
-  DeformConv2dOp();
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const { return "DeformConv2d"; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 5; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return index < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+struct DeformConv2dOp : FloatCpuOp<DeformConv2dOp, DeformConv2dKernel> {
+  static constexpr const char* kName = "DeformConv2d";
+  static constexpr size_t kInputs = 5, kRequired = 3;
 };
 
 }  // namespace edgeconv

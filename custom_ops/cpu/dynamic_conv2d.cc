@@ -4,8 +4,7 @@
 
 namespace edgeconv {
 namespace {
-constexpr const char* kOp = "DynamicConv2d";
-constexpr int64_t kMaxSpatial = int64_t{1} << 30;
+constexpr const char* kOp = DynamicConv2dOp::kName;
 }  // namespace
 
 DynamicConv2dKernel::DynamicConv2dKernel(const OrtApi&, const OrtKernelInfo* info)
@@ -25,24 +24,10 @@ OrtStatusPtr DynamicConv2dKernel::ComputeV2(OrtKernelContext* context) {
     CheckRank(X, 4, kOp, "X", "[N, C, H, W]");
     CheckRank(W, 5, kOp, "W", "[K, O, C/group, kh, kw]");
     CheckRank(att, 2, kOp, "attention", "[N, K]");
-    const int64_t N = X.shape[0], C = X.shape[1], H = X.shape[2], Wd = X.shape[3];
-    const int64_t K = W.shape[0], O = W.shape[1], Cg = W.shape[2], KH = W.shape[3], KW = W.shape[4];
-    if (C == 0) Fail(kOp, "input 'X' must have at least one channel, got shape " + ShapeToString(X.shape));
-    if (H == 0 || Wd == 0) Fail(kOp, "input 'X' has an empty spatial dimension, shape " + ShapeToString(X.shape));
-    if (H > kMaxSpatial || Wd > kMaxSpatial) Fail(kOp, "input 'X' spatial size is too large");
+    const int64_t K = W.shape[0];
     if (K == 0) Fail(kOp, "input 'W' must have at least one expert kernel (dim 0), got shape " + ShapeToString(W.shape));
-    if (KH == 0 || KW == 0) Fail(kOp, "input 'W' has an empty kernel, shape " + ShapeToString(W.shape));
-    if (!a.kernel_shape.empty() && (a.kernel_shape[0] != KH || a.kernel_shape[1] != KW))
-      Fail(kOp, "attribute 'kernel_shape' " + ShapeToString(a.kernel_shape) + " does not match input 'W' shape " +
-                    ShapeToString(W.shape));
-    if (C % a.group != 0)
-      Fail(kOp, "input 'X' channels (" + std::to_string(C) + ") must be divisible by group (" + std::to_string(a.group) + ")");
-    if (Cg * a.group != C)
-      Fail(kOp, "input 'W' must have C/group = " + std::to_string(C / a.group) + " input channels (dim 2), got shape " +
-                    ShapeToString(W.shape));
-    if (O % a.group != 0)
-      Fail(kOp, "input 'W' output channels (dim 1, " + std::to_string(O) + ") must be divisible by group (" +
-                    std::to_string(a.group) + ")");
+    const ConvShapes s = CheckConvShapes(X, W, 1, a, kOp);
+    const int64_t N = s.N, C = s.C, H = s.H, Wd = s.W, O = s.O, Cg = s.Cg, KH = s.KH, KW = s.KW;
     if (att.shape[0] != N || att.shape[1] != K)
       Fail(kOp, "input 'attention' must have shape [N, K] = [" + std::to_string(N) + ", " + std::to_string(K) + "], got " +
                     ShapeToString(att.shape));
@@ -96,13 +81,6 @@ OrtStatusPtr DynamicConv2dKernel::ComputeV2(OrtKernelContext* context) {
     args.y = y;
     if (k.conv2d(args, runner) != 0) Fail(kOp, "out of memory (column buffer)", ORT_FAIL);
   });
-}
-
-DynamicConv2dOp::DynamicConv2dOp() { OrtCustomOp::version = CustomOpVersion(); }
-
-OrtStatusPtr DynamicConv2dOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-  *kernel = nullptr;
-  return StatusGuard(kOp, [&] { *kernel = new DynamicConv2dKernel(api, info); });
 }
 
 }  // namespace edgeconv

@@ -17,18 +17,9 @@ struct DynamicConv2dKernel {
   PackedWeightCache w_cache;  // packed expert weights when W is an initializer
 };
 
-struct DynamicConv2dOp : Ort::CustomOpBase<DynamicConv2dOp, DynamicConv2dKernel, true> {
-  DynamicConv2dOp();
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const { return "DynamicConv2d"; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 4; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return index < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+struct DynamicConv2dOp : FloatCpuOp<DynamicConv2dOp, DynamicConv2dKernel> {
+  static constexpr const char* kName = "DynamicConv2d";
+  static constexpr size_t kInputs = 4, kRequired = 3;
 };
 
 }  // namespace edgeconv
