@@ -177,45 +177,54 @@ def _attrs(with_offset_group: bool) -> list[OpSchema.Attribute]:
     return out
 
 
+def _conv_schema(name: str, doc: str, inputs: list, offset_group: bool, infer) -> OpSchema:
+    """A float conv-like op of our domain: ``inputs`` (X first), output Y (N, O, oh, ow), the conv
+    attributes, and Python shape inference ``infer``."""
+    s = OpSchema(
+        name, DOMAIN, DOMAIN_VERSION,
+        doc=doc,
+        inputs=inputs,
+        outputs=[OpSchema.FormalParameter("Y", "T", "Output (N, O, oh, ow).")],
+        type_constraints=[("T", _FLOAT_TYPES, "Floating-point tensors.")],
+        attributes=_attrs(offset_group),
+    )
+    s.set_type_and_shape_inference_function(infer)
+    return s
+
+
 def _deform_schema() -> OpSchema:
     P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
-    s = OpSchema(
-        DEFORM_OP, DOMAIN, DOMAIN_VERSION,
-        doc="Deformable 2-D convolution (DCNv1 without mask, DCNv2 with mask). Same semantics as "
-            "ONNX DeformConv-19, whose input order is (X, W, offset, B, mask); here (X, W, offset, mask, B).",
-        inputs=[
+    return _conv_schema(
+        DEFORM_OP,
+        "Deformable 2-D convolution (DCNv1 without mask, DCNv2 with mask). Same semantics as "
+        "ONNX DeformConv-19, whose input order is (X, W, offset, B, mask); here (X, W, offset, mask, B).",
+        [
             P("X", "T", "Input (N, C, H, W)."),
             P("W", "T", "Weight (O, C/group, kh, kw)."),
             P("offset", "T", "Offsets (N, offset_group*2*kh*kw, oh, ow), (dy, dx) per tap."),
             P("mask", "T", "Modulation (N, offset_group*kh*kw, oh, ow); absent = DCNv1.", param_option=Opt),
             P("B", "T", "Bias (O).", param_option=Opt),
         ],
-        outputs=[P("Y", "T", "Output (N, O, oh, ow).")],
-        type_constraints=[("T", _FLOAT_TYPES, "Floating-point tensors.")],
-        attributes=_attrs(True),
+        True,
+        _infer_deform,
     )
-    s.set_type_and_shape_inference_function(_infer_deform)
-    return s
 
 
 def _dynamic_schema() -> OpSchema:
     P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
-    s = OpSchema(
-        DYNAMIC_OP, DOMAIN, DOMAIN_VERSION,
-        doc="Dynamic convolution (Chen et al. 2020): per sample n, Y[n] = Conv(X[n], sum_k attention[n,k] W[k]) "
-            "+ sum_k attention[n,k] B[k].",
-        inputs=[
+    return _conv_schema(
+        DYNAMIC_OP,
+        "Dynamic convolution (Chen et al. 2020): per sample n, Y[n] = Conv(X[n], sum_k attention[n,k] W[k]) "
+        "+ sum_k attention[n,k] B[k].",
+        [
             P("X", "T", "Input (N, C, H, W)."),
             P("W", "T", "Kernel bank (K, O, C/group, kh, kw)."),
             P("attention", "T", "Mixing weights (N, K)."),
             P("B", "T", "Bias bank (K, O).", param_option=Opt),
         ],
-        outputs=[P("Y", "T", "Output (N, O, oh, ow).")],
-        type_constraints=[("T", _FLOAT_TYPES, "Floating-point tensors.")],
-        attributes=_attrs(False),
+        False,
+        _infer_dynamic,
     )
-    s.set_type_and_shape_inference_function(_infer_dynamic)
-    return s
 
 
 def _is_registered(name: str) -> bool:

@@ -36,3 +36,10 @@ def pair(v: Sequence[int] | int, name: str, op: str) -> list[int]:
     if len(v) != 2:
         raise TranslationError(f"{op}: {name} must have 2 values, got {v}")
     return v
+
+
+def conv_attrs(stride, padding, dilation, op: str) -> dict:
+    """torch's stride / symmetric padding / dilation -> the ONNX strides, pads, dilations."""
+    ph, pw = pair(padding, "padding", op)
+    return {"strides": pair(stride, "stride", op), "pads": [ph, pw, ph, pw],
+            "dilations": pair(dilation, "dilation", op)}

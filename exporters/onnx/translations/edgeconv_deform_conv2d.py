@@ -7,7 +7,7 @@ from typing import Optional
 
 from onnxscript.onnx_types import TensorType
 
-from ._common import TranslationError, edgeconv_opset, pair, static_dim
+from ._common import TranslationError, conv_attrs, edgeconv_opset, static_dim
 
 
 def edgeconv_deform_conv2d(
@@ -31,16 +31,13 @@ def edgeconv_deform_conv2d(
         raise TranslationError(f"{op}: input channels {c} not a multiple of weight.shape[1] = {cg}")
     if off_c % (2 * kh * kw):
         raise TranslationError(f"{op}: offset channels {off_c} not a multiple of 2*kh*kw = {2 * kh * kw}")
-    ph, pw = pair(padding, "padding", op)
     return edgeconv_opset.DeformConv2d(
         input,
         weight,
         offset,
         mask,
         bias,
-        strides=pair(stride, "stride", op),
-        pads=[ph, pw, ph, pw],
-        dilations=pair(dilation, "dilation", op),
+        **conv_attrs(stride, padding, dilation, op),
         group=c // cg,
         offset_group=off_c // (2 * kh * kw),
     )

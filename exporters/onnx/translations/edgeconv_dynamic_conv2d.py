@@ -7,7 +7,7 @@ from typing import Optional
 
 from onnxscript.onnx_types import TensorType
 
-from ._common import TranslationError, edgeconv_opset, pair, static_dim
+from ._common import TranslationError, conv_attrs, edgeconv_opset, static_dim
 
 
 def edgeconv_dynamic_conv2d(
@@ -27,14 +27,11 @@ def edgeconv_dynamic_conv2d(
     cg = static_dim(weight, 2, "weight", op)
     if groups <= 0 or c != cg * groups:
         raise TranslationError(f"{op}: input channels {c} != weight.shape[2] {cg} x groups {groups}")
-    ph, pw = pair(padding, "padding", op)
     return edgeconv_opset.DynamicConv2d(
         input,
         weight,
         attention,
         bias,
-        strides=pair(stride, "stride", op),
-        pads=[ph, pw, ph, pw],
-        dilations=pair(dilation, "dilation", op),
+        **conv_attrs(stride, padding, dilation, op),
         group=int(groups),
     )
