@@ -85,19 +85,25 @@ def _fail(op: str, msg: str):
 
 
 # --------------------------------------------------------------------------- inference
+def _conv_attrs(ctx, op: str):
+    """(strides, pads, dilations, group) of a node, their lengths checked."""
+    strides = _ints_attr(ctx, "strides", [1, 1])
+    pads = _ints_attr(ctx, "pads", [0, 0, 0, 0])
+    dil = _ints_attr(ctx, "dilations", [1, 1])
+    group = _int_attr(ctx, "group", 1)
+    if len(strides) != 2 or len(pads) != 4 or len(dil) != 2:
+        _fail(op, "strides/dilations need 2 values and pads 4")
+    return strides, pads, dil, group
+
+
 def _infer_deform(ctx) -> None:
     x_t = _input_type(ctx, 0)
     if x_t is None:
         return
     elem = x_t.tensor_type.elem_type
     x, w, off = _dims(x_t), _dims(_input_type(ctx, 1)), _dims(_input_type(ctx, 2))
-    strides = _ints_attr(ctx, "strides", [1, 1])
-    pads = _ints_attr(ctx, "pads", [0, 0, 0, 0])
-    dil = _ints_attr(ctx, "dilations", [1, 1])
-    group = _int_attr(ctx, "group", 1)
+    strides, pads, dil, group = _conv_attrs(ctx, DEFORM_OP)
     ogroup = _int_attr(ctx, "offset_group", 1)
-    if len(strides) != 2 or len(pads) != 4 or len(dil) != 2:
-        _fail(DEFORM_OP, "strides/dilations need 2 values and pads 4")
     if x is None:
         _set_output(ctx, elem, None)
         return
@@ -133,12 +139,7 @@ def _infer_dynamic(ctx) -> None:
     elem = x_t.tensor_type.elem_type
     x, w, a = _dims(x_t), _dims(_input_type(ctx, 1)), _dims(_input_type(ctx, 2))
     b = _dims(_input_type(ctx, 3))
-    strides = _ints_attr(ctx, "strides", [1, 1])
-    pads = _ints_attr(ctx, "pads", [0, 0, 0, 0])
-    dil = _ints_attr(ctx, "dilations", [1, 1])
-    group = _int_attr(ctx, "group", 1)
-    if len(strides) != 2 or len(pads) != 4 or len(dil) != 2:
-        _fail(DYNAMIC_OP, "strides/dilations need 2 values and pads 4")
+    strides, pads, dil, group = _conv_attrs(ctx, DYNAMIC_OP)
     if x is None:
         _set_output(ctx, elem, None)
         return
