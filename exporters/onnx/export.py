@@ -478,10 +478,23 @@ def standard_op_model(model: ModelProto, input_shapes: dict | None = None) -> Mo
                 d.dim_value = int(fixed[i]) if fixed is not None else 1
     for vi in work.graph.output:  # re-inferred from the fixed inputs
         vi.type.tensor_type.ClearField("shape")
+    _fill_attribute_defaults(work)
     work = onnx.inliner.inline_local_functions(work)
     work = _fold_constants(onnx.shape_inference.infer_shapes(work, data_prop=True))
     _drop_unused_domain(work)
     return work
+
+
+def _fill_attribute_defaults(model: ModelProto) -> None:
+    """Give every call of a model-local function the function's default for each attribute it
+    leaves out: onnx's inliner substitutes only attributes the call carries and would leave an
+    empty ``Constant`` (``value_ints`` referencing a missing attribute) in the body."""
+    defaults = {(f.domain, f.name): f.attribute_proto for f in model.functions}
+    for node in model.graph.node:
+        have = {a.name for a in node.attribute}
+        for default in defaults.get((node.domain, node.op_type), ()):
+            if default.name not in have:
+                node.attribute.append(default)
 
 
 def _rename_batch_dim(model: ModelProto, name: str = "batch") -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
+
 from tvm import te, tirx
 from tvm import s_tir
 
@@ -33,6 +33,7 @@ __all__ = [
     "ConvSpec",
     "TargetInfo",
     "Plan",
+    "PlanOverrides",
     "plan_conv2d",
     "conv2d_compute",
     "conv2d_primfunc",
@@ -113,16 +114,42 @@ class ConvSpec:
         k = f"{self.KH}x{self.KW}"
         s = f"s{self.stride[0]}" if self.stride[0] == self.stride[1] else f"s{self.stride[0]}x{self.stride[1]}"
         d = "" if self.dilation == (1, 1) else f"_d{self.dilation[0]}x{self.dilation[1]}"
+        p = "" if not any(self.padding) else "_p" + "x".join(str(v) for v in self.padding)
         g = f"_g{self.groups}" if self.groups > 1 else ""
         e = ("_b" if self.bias else "") + (f"_{self.act}" if self.act else "")
         if self.act == "clip":
             e += "_" + "_".join("n" if v is None else f"{v:g}".replace("-", "m").replace(".", "p") for v in self.clip)
         lay = f"_nchw{self.block}c" if self.block else ""
-        return f"ec_{self.kind}_{k}_{s}{d}{g}_{self.N}x{self.C}x{self.H}x{self.W}_to{self.O}{e}{lay}"
+        t = "" if self.dtype == "float32" else f"_{self.dtype}"
+        return f"ec_{self.kind}_{k}_{s}{p}{d}{g}_{self.N}x{self.C}x{self.H}x{self.W}_to{self.O}{e}{lay}{t}"
 
 
 def _round_up(x: int, m: int) -> int:
     return (x + m - 1) // m * m
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOverrides:
+    """Explicit overrides of the NCHW planner's choices (experiments, benchmarks).
+
+    Part of every schedule cache key: two compiles with different overrides never share a
+    kernel. The defaults are the measured best choices on AVX2.
+    """
+
+    dw_max_wu: int = 2  # depthwise: most W vectors per register tile (the taps also need registers)
+    dw_hb: int = 2  # depthwise: output rows per register tile (when OH allows)
+    tile: tuple | None = None  # grouped/dense: force (ob, hb, wu)
+    order: str = "wt_oo"  # grouped/dense: "wt_oo" (channel tiles inside W tiles) or "oo_wt"
+    rc_unroll: int = 1  # 1x1: unroll of the channel reduction
+
+    def __post_init__(self):
+        if self.order not in ("wt_oo", "oo_wt"):
+            raise ValueError(f"PlanOverrides.order must be 'wt_oo' or 'oo_wt', got {self.order!r}")
+        if self.tile is not None and (len(self.tile) != 3 or min(self.tile) < 1):
+            raise ValueError(f"PlanOverrides.tile must be (ob, hb, wu) >= 1, got {self.tile!r}")
+
+
+DEFAULT_OVERRIDES = PlanOverrides()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +162,11 @@ class Plan:
     OWp: int  # output width padded to a multiple of vec * wu
     chunk: int  # register tiles per parallel chunk along W (cache blocking)
     hb: int = 1  # output rows per register tile
+    order: str = "wt_oo"  # loop order of the grouped/dense tile loops (see PlanOverrides)
+    rc_unroll: int = 1  # 1x1: unroll of the channel reduction
 
 
-def plan_conv2d(spec: ConvSpec, tinfo: TargetInfo) -> Plan:
+def plan_conv2d(spec: ConvSpec, tinfo: TargetInfo, overrides: PlanOverrides = DEFAULT_OVERRIDES) -> Plan:
     lanes = tinfo.lanes
     OW = spec.OW
     vec = lanes if OW >= lanes else 1
@@ -145,14 +174,14 @@ def plan_conv2d(spec: ConvSpec, tinfo: TargetInfo) -> Plan:
     if spec.depthwise_like:
         obs = [1]
         # 2 rows x 2 vectors of accumulators: the 9..49 hoisted weights also need registers
-        max_wu = int(os.environ.get("EDGECONV_DW_MAX_WU", "2")) if vec > 1 else 8
+        max_wu = overrides.dw_max_wu if vec > 1 else 8
     else:
         obs = [d for d in range(1, min(spec.Og, 8) + 1) if spec.Og % d == 0]
         max_wu = 6 if vec > 1 else 8
     hbs = [1]
     if not spec.depthwise_like and spec.OH > 1 and vec > 1:
         hbs = [d for d in (1, 2, 3, 4) if spec.OH % d == 0]
-    dw_hb = int(os.environ.get("EDGECONV_DW_HB", "2"))
+    dw_hb = overrides.dw_hb
     best = None
     for ob in obs:
         for hb in hbs:
@@ -180,12 +209,11 @@ def plan_conv2d(spec: ConvSpec, tinfo: TargetInfo) -> Plan:
     _, ob, hb, wu, OWp = best
     if spec.depthwise_like and vec > 1 and spec.OH % dw_hb == 0:
         hb = dw_hb
-    forced = os.environ.get("EDGECONV_TILE")  # "ob,hb,wu" (experiments)
-    if forced and not spec.depthwise_like:
-        ob, hb, wu = (int(v) for v in forced.split(","))
+    if overrides.tile is not None and not spec.depthwise_like:
+        ob, hb, wu = overrides.tile
         OWp = _round_up(OW, wu * vec)
     OWp, chunk = w_chunks(OW, OWp, wu * vec)
-    return Plan(vec, wu, ob, OWp, chunk, hb)
+    return Plan(vec, wu, ob, OWp, chunk, hb, overrides.order, overrides.rc_unroll)
 
 
 def w_chunks(OW: int, OWp: int, tile: int, target: int = 128) -> tuple[int, int]:
@@ -329,17 +357,28 @@ def separable_name(dw: ConvSpec, pw: ConvSpec) -> str:
     return "ec_separable_" + dw.name()[3:] + "__" + pw.name()[3:]
 
 
+def scheduled(sch: s_tir.Schedule, name: str) -> tirx.PrimFunc:
+    """The PrimFunc of a finished schedule, marked scheduled where it is created: MetaSchedule
+    (tune.py) and TVM's default schedules leave functions with ``tirx.is_scheduled`` alone."""
+    return sch.mod["main"].with_attr({"global_symbol": name, "tirx.is_scheduled": True})
+
+
 @functools.lru_cache(maxsize=256)
-def schedule_separable(dw: ConvSpec, pw: ConvSpec, tinfo: TargetInfo) -> tirx.PrimFunc | None:
-    """Fused depthwise + pointwise kernel, or None if the schedule fails."""
-    plan = plan_conv2d(pw, tinfo)
+def schedule_separable(dw: ConvSpec, pw: ConvSpec, tinfo: TargetInfo,
+                       overrides: PlanOverrides = DEFAULT_OVERRIDES) -> tirx.PrimFunc | None:
+    """Fused depthwise + pointwise kernel, or None if the schedule fails.
+
+    Cached on everything that changes the code: both specs (shapes, pads, strides, dilations,
+    groups, epilogue, dtype, layout), the target family and the planner overrides.
+    """
+    plan = plan_conv2d(pw, tinfo, overrides)
     inputs, out = separable_compute(dw, pw, plan.OWp, deinterleave=plan.vec > 1)
     name = separable_name(dw, pw)
     func = te.create_prim_func(inputs + [out]).with_attr({"global_symbol": name, "tirx.noalias": True})
     try:
         sch = s_tir.Schedule(func)
         _schedule_direct(sch, pw, tinfo, plan, fused_dw=dw)
-        return sch.mod["main"].with_attr("global_symbol", name)
+        return scheduled(sch, name)
     except Exception as err:  # pragma: no cover
         import warnings
 
@@ -355,12 +394,13 @@ def conv2d_primfunc(spec: ConvSpec, OWp: int | None = None, deinterleave: bool =
 
 
 @functools.lru_cache(maxsize=512)
-def schedule_conv2d(spec: ConvSpec, tinfo: TargetInfo) -> tirx.PrimFunc:
+def schedule_conv2d(spec: ConvSpec, tinfo: TargetInfo, overrides: PlanOverrides = DEFAULT_OVERRIDES) -> tirx.PrimFunc:
     """Build the PrimFunc for ``spec`` and schedule it for ``tinfo``.
 
+    Cached on (spec, target family, overrides): everything the generated code depends on.
     Falls back to the unscheduled (but correct) PrimFunc if a schedule primitive fails.
     """
-    plan = plan_conv2d(spec, tinfo)
+    plan = plan_conv2d(spec, tinfo, overrides)
     func = conv2d_primfunc(spec, plan.OWp, deinterleave=plan.vec > 1)
     try:
         sch = s_tir.Schedule(func)
@@ -368,7 +408,7 @@ def schedule_conv2d(spec: ConvSpec, tinfo: TargetInfo) -> tirx.PrimFunc:
             _schedule_depthwise(sch, spec, tinfo, plan)
         else:
             _schedule_direct(sch, spec, tinfo, plan)
-        return sch.mod["main"].with_attr("global_symbol", spec.name())
+        return scheduled(sch, spec.name())
     except Exception as err:  # pragma: no cover - safety net
         import warnings
 
@@ -420,7 +460,7 @@ def _schedule_direct(sch: s_tir.Schedule, spec: ConvSpec, tinfo: TargetInfo, pla
     ho, hi = sch.split(h, [None, plan.hb])
     wc, wt, wi_u, wi_v = sch.split(w, [None, plan.chunk, plan.wu, plan.vec])
     # parallel over (batch, row block, W-chunk); inside, all output-channel blocks reuse the input
-    if os.environ.get("EDGECONV_ORDER", "wt_oo") == "wt_oo":
+    if plan.order == "wt_oo":
         sch.reorder(n, ho, wc, wt, oo, rc, rh, rw, oi, hi, wi_u, wi_v)
         tile_loop = oo
     else:
@@ -480,7 +520,7 @@ def _schedule_direct(sch: s_tir.Schedule, spec: ConvSpec, tinfo: TargetInfo, pla
     sch.unroll(wi_u)
     if spec.KW <= 7:
         sch.unroll(rw)
-    rcu = int(os.environ.get("EDGECONV_RC_UNROLL", "1"))
+    rcu = plan.rc_unroll
     if spec.KH * spec.KW == 1 and rcu > 1 and spec.Cg % rcu == 0:
         # 1x1: unroll the channel reduction a little (loop overhead vs 8 FMAs per step)
         rc_o, rc_i = sch.split(rc, [None, rcu])

@@ -24,7 +24,7 @@ import functools
 from tvm import te, tirx
 from tvm import s_tir
 
-from .conv import ConvSpec, TargetInfo, _epilogue, _has_block, _round_up, _vectorize_inner, w_chunks
+from .conv import ConvSpec, TargetInfo, _epilogue, _has_block, _round_up, _vectorize_inner, scheduled, w_chunks
 
 __all__ = ["blocked_supported", "blocked_compute", "schedule_blocked", "BlockedPlan", "plan_blocked"]
 
@@ -155,7 +155,7 @@ def schedule_blocked(spec: ConvSpec, tinfo: TargetInfo) -> tirx.PrimFunc:
         _schedule_depthwise(sch, spec, tinfo, plan)
     else:
         _schedule_direct(sch, spec, tinfo, plan)
-    return sch.mod["main"].with_attr("global_symbol", spec.name())
+    return scheduled(sch, spec.name())
 
 
 def _schedule_depthwise(sch, spec: ConvSpec, tinfo: TargetInfo, plan: BlockedPlan):
@@ -242,7 +242,7 @@ def layout_primfunc(N: int, C: int, H: int, W: int, block: int, to_blocked: bool
         sch.vectorize(wi)
     elif to_blocked:
         sch.vectorize(i)
-    return sch.mod["main"].with_attr("global_symbol", name)
+    return scheduled(sch, name)
 
 
 @functools.lru_cache(maxsize=64)
@@ -267,4 +267,4 @@ def shuffle_blocked_primfunc(N: int, C: int, H: int, W: int, groups: int, block:
     n, ob, h, w, oi = sch.get_loops(sch.get_sblock("ec_shuffle"))
     sch.parallel(sch.fuse(n, ob, h))
     sch.vectorize(oi)
-    return sch.mod["main"].with_attr("global_symbol", name)
+    return scheduled(sch, name)

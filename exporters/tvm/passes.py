@@ -37,13 +37,15 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 
 from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
-from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
+from .conv import (DEFAULT_OVERRIDES, ConvSpec, PlanOverrides, TargetInfo, schedule_conv2d, schedule_separable,
+                   separable_name)
 from .conv_blocked import schedule_blocked
 from .layout import BlockedChannelShuffle, BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
 
 __all__ = [
     "LowerConv2d",
     "ClampAsOps",
+    "TakeClipped",
     "BlockedLayout",
     "SplitAsSections",
     "LAYOUTS",
@@ -113,27 +115,38 @@ def _clip_bounds(call: relax.Call):
         return None
 
 
-class LowerConv2dImpl:
-    """Rewrites conv2d (+ bias + activation) into call_tir of scheduled TensorIR."""
+class _Lowering:
+    """State of one LowerConv2d run: the kernels added to the module, keyed by their spec."""
 
-    def __init__(self, tinfo: TargetInfo, builder: relax.BlockBuilder, fuse_separable: bool = True):
+    def __init__(self, tinfo: TargetInfo, overrides: PlanOverrides, builder: relax.BlockBuilder):
         self.tinfo = tinfo
-        self.fuse_separable = fuse_separable
+        self.overrides = overrides
         self.builder = builder
-        self.gvars: dict[str, tvm.ir.GlobalVar] = {}
+        # keyed by everything that changes the kernel's code (ConvSpec is a frozen dataclass:
+        # shape, pads, strides, dilations, groups, epilogue, dtype, layout), never by a name
+        self.gvars: dict = {}
         self.stats: dict[str, int] = {}
-        self.specs: dict[str, ConvSpec] = {}
-        self.unlowered: list[str] = []  # why a conv2d was left to TVM's generic lowering
+        self.specs: dict[tvm.ir.GlobalVar, ConvSpec] = {}
+
+    def _kernel(self, key, build, name: str, kind: str) -> tvm.ir.GlobalVar | None:
+        """The module's kernel for ``key``, built (``build() -> PrimFunc | None``) on first use."""
+        if key not in self.gvars:
+            func = build()
+            if func is None:
+                return None
+            func = func.with_attr({"op_pattern": OPAQUE, "edgeconv.kind": kind})
+            self.gvars[key] = self.builder.add_func(func, name)  # the builder makes names unique
+        self.stats[kind] = self.stats.get(kind, 0) + 1
+        return self.gvars[key]
 
     def _gvar(self, spec: ConvSpec) -> tvm.ir.GlobalVar:
-        name = spec.name()
-        if name not in self.gvars:
-            func = schedule_blocked(spec, self.tinfo) if spec.block else schedule_conv2d(spec, self.tinfo)
-            func = func.with_attr({"op_pattern": OPAQUE, "edgeconv.kind": spec.kind})
-            self.gvars[name] = self.builder.add_func(func, name)
-            self.specs[name] = spec
-        self.stats[spec.kind] = self.stats.get(spec.kind, 0) + 1
-        return self.gvars[name]
+        def _build():
+            return schedule_blocked(spec, self.tinfo) if spec.block else \
+                schedule_conv2d(spec, self.tinfo, self.overrides)
+
+        gv = self._kernel(spec, _build, spec.name(), spec.kind)
+        self.specs[gv] = spec
+        return gv
 
     def lower(self, conv: relax.Call, bias_const=None, act=None, clip=None):
         """Return the replacement expression, or None to keep the original."""
@@ -157,7 +170,6 @@ class LowerConv2dImpl:
         call = relax.call_tir(self._gvar(spec), args, relax.TensorType(kernel_out, "float32"))
         return call if kernel_out == out_shape else relax.op.reshape(call, out_shape)
 
-
     def lower_matmul(self, call: relax.Call):
         """``matmul(a (.., M, K), b (.., K, N))`` with unit leading dims -> our pointwise kernel on
         ``b`` viewed as 1 x K x 1 x N, ``a`` as M x K x 1 x 1 weights (TVM legalizes matmul to an
@@ -178,6 +190,11 @@ class LowerConv2dImpl:
         weight = relax.op.reshape(call.args[0], [M, K, 1, 1])
         res = relax.call_tir(self._gvar(spec), [data, weight], relax.TensorType([1, M, 1, N], "float32"))
         return relax.op.reshape(res, out)
+
+    def separable(self, dw: ConvSpec, pw: ConvSpec) -> tvm.ir.GlobalVar | None:
+        """The fused depthwise + pointwise kernel (None if its schedule fails)."""
+        return self._kernel(("separable", dw, pw), lambda: schedule_separable(dw, pw, self.tinfo, self.overrides),
+                            separable_name(dw, pw), "separable_fused")
 
 
 def _data_shape(spec: ConvSpec, n: int, c: int, h: int, w: int) -> list[int]:
@@ -202,90 +219,88 @@ def _use_counts(func: relax.Function) -> dict:
     return counts
 
 
-def _fuse_separable(func: relax.Function, impl: LowerConv2dImpl) -> relax.Function:
-    """call_tir(depthwise) -> reshape -> call_tir(pointwise, flattened) -> reshape  => one kernel."""
-    counts = _use_counts(func)
-    dwc = is_op("relax.call_tir")(wildcard(), wildcard())
-    pw_in = is_op("relax.reshape")(dwc, wildcard())
-    pwc = is_op("relax.call_tir")(wildcard(), TuplePattern([pw_in, wildcard(), wildcard()])) | is_op(
-        "relax.call_tir"
-    )(wildcard(), TuplePattern([pw_in, wildcard()]))
-    root = is_op("relax.reshape")(pwc, wildcard())
-
-    def _rewriter(orig, m):
-        pw_call, dw_call, reshape_in = m[pwc], m[dwc], m[pw_in]
-        dw = impl.specs.get(tir_name(dw_call))
-        pw = impl.specs.get(tir_name(pw_call))
-        if dw is None or pw is None:
-            return orig
-        if dw.block or pw.block:
-            return orig  # the fused kernel is NCHW; blocked layouts run the two kernels
-        if not (dw.depthwise_like and dw.groups == dw.C and pw.kind == "pointwise" and pw.H == 1):
-            return orig
-        if pw.C != dw.O or pw.W != dw.OH * dw.OW or pw.N != dw.N:
-            return orig
-        dw_var = reshape_in.args[0]
-        if isinstance(dw_var, relax.Var) and counts.get(dw_var, 0) > 1:
-            return orig  # the depthwise result is needed elsewhere too
-        if dw.N * dw.O * dw.OH * dw.OW * 4 < _SEPARABLE_FUSE_MIN_BYTES:
-            return orig  # small intermediate stays in cache: separate kernels tile better
-        pw2 = dataclasses.replace(pw, H=dw.OH, W=dw.OW)
-        name = separable_name(dw, pw2)
-        if name not in impl.gvars:
-            pf = schedule_separable(dw, pw2, impl.tinfo)
-            if pf is None:
-                return orig
-            pf = pf.with_attr({"op_pattern": OPAQUE, "edgeconv.kind": "separable"})
-            impl.gvars[name] = impl.builder.add_func(pf, name)
-        impl.stats["separable_fused"] = impl.stats.get("separable_fused", 0) + 1
-        args = list(dw_call.args[1].fields) + list(pw_call.args[1].fields[1:])
-        return relax.call_tir(impl.gvars[name], args, relax.TensorType([pw2.N, pw2.O, pw2.OH, pw2.OW], "float32"))
-
-    return rewrite_call(root, _rewriter, func)
+# ops whose generic lowering is an unscheduled loop nest with FLOPs (reported when left there)
+_HEAVY_OPS = {
+    "relax.nn.conv1d": "1-D conv (edgeconv's kernels are 2-D)",
+    "relax.nn.conv3d": "3-D conv (edgeconv's kernels are 2-D)",
+    "relax.nn.conv1d_transpose": "transposed 1-D conv",
+    "relax.nn.conv2d_transpose": "transposed conv",
+    "relax.nn.conv3d_transpose": "transposed 3-D conv",
+    "relax.nn.conv2d": None,  # reason from the call (see _why_generic)
+    "relax.matmul": None,
+}
 
 
-def _why_not_lowered(conv: relax.Call) -> str:
-    x, w = conv.args[0].ty, conv.args[1].ty
-    if static_shape(conv.args[0]) is None or static_shape(conv.args[1]) is None:
-        return f"symbolic shape {x.shape} * {w.shape}"
-    if x.dtype != "float32" or w.dtype != "float32":
-        return f"dtype {x.dtype}"
-    return f"layout {conv.attrs.data_layout}/{conv.attrs.kernel_layout}"
+def _why_generic(call: relax.Call) -> str:
+    """The real reason why our lowering left ``call`` (a heavy op) alone."""
+    op = call.op.name
+    if _HEAVY_OPS.get(op):
+        return _HEAVY_OPS[op]
+    tensors = [a for a in call.args if isinstance(a.ty, relax.TensorType)]
+    for arg in tensors:
+        if arg.ty.dtype != "float32":
+            return f"dtype {arg.ty.dtype}"
+    for arg in tensors:
+        if static_shape(arg) is None:
+            return f"symbolic dim in shape {arg.ty.shape}"
+    if op == "relax.matmul":
+        return "batched matmul (leading dims > 1)"
+    return f"layout {call.attrs.data_layout}/{call.attrs.kernel_layout}"
 
 
-def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Function:
-    """conv2d [+ bias] [+ relu | clip | max/min clamp] -> call_tir, longest match first."""
-    x, b = wildcard(), is_const()
-    conv = is_op("relax.nn.conv2d")(x, wildcard())
-    biased = is_op("relax.add")(conv, b) | is_op("relax.add")(b, conv)
-    c1, c2 = is_const(), is_const()
+def _generic_ops(mod: tvm.ir.IRModule) -> list[str]:
+    """``"op: reason"`` for every heavy op still in the module's Relax functions."""
+    found = []
+    for _, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in _HEAVY_OPS:
+                    found.append(f"{value.op.name.split('.')[-1]} ({_why_generic(value)})")
+    return found
 
-    def _acts(base):
-        pats = {
-            "relu": is_op("relax.nn.relu")(base),
-            "clip": is_op("relax.clip")(base, wildcard(), wildcard()),
-            "max": is_op("relax.maximum")(base, c1),
-            "min": is_op("relax.minimum")(base, c1),
-        }
-        pats["minmax"] = is_op("relax.minimum")(pats["max"], c2) | is_op("relax.maximum")(pats["min"], c2)
-        order = ["relu", "clip", "minmax", "max", "min"]
-        pattern = pats[order[0]]
-        for k in order[1:]:
-            pattern = pattern | pats[k]
-        return pattern, pats
 
-    def _bound(kind: str, c):
-        """('lo'|'hi', value) for a maximum/minimum with scalar constant c."""
-        v = scalar(c)
-        if v is None:
-            return None
-        if kind.startswith("maximum"):
-            return "lo", v
-        if kind.startswith("minimum"):
-            return "hi", v
+def generic_ops_warning(found: list[str]) -> str | None:
+    """One message naming every heavy op left on TVM's generic lowering, with counts."""
+    if not found:
         return None
+    counts: dict[str, int] = {}
+    for item in found:
+        counts[item] = counts.get(item, 0) + 1
+    items = "; ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(counts.items()))
+    hint = (" Fix symbolic dims with compile_tvm(..., input_shapes={name: shape})."
+            if any("symbolic" in k for k in counts) else "")
+    return (f"edgeconv: {len(found)} op(s) left to TVM's generic, unscheduled lowering (slow): {items}.{hint}")
 
-    def _act_of(orig, m, pats):
+
+def _max_min_bound(kind: str, c):
+    """('lo'|'hi', value) for a maximum/minimum with scalar constant c."""
+    v = scalar(c)
+    if v is None:
+        return None
+    if kind.startswith("maximum"):
+        return "lo", v
+    if kind.startswith("minimum"):
+        return "hi", v
+    return None
+
+
+class _ActPatterns:
+    """``act(base)`` for act in relu, clip, one or two max/min steps with scalar constants."""
+
+    def __init__(self, base):
+        self.c1, self.c2 = is_const(), is_const()
+        self.relu = is_op("relax.nn.relu")(base)
+        self.clip = is_op("relax.clip")(base, wildcard(), wildcard())
+        self.max = is_op("relax.maximum")(base, self.c1)
+        self.min = is_op("relax.minimum")(base, self.c1)
+        self.minmax = is_op("relax.minimum")(self.max, self.c2) | is_op("relax.maximum")(self.min, self.c2)
+        self.pattern = self.relu | self.clip | self.minmax | self.max | self.min
+
+    def act_of(self, orig: relax.Call, m):
+        """(act, clip bounds) of a match, (None, None) when it is not a clamp we can fuse."""
         op = orig.op.name
         if op == "relax.nn.relu":
             return "relu", None
@@ -293,13 +308,13 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
             clp = _clip_bounds(orig)
             return ("clip", clp) if clp is not None else (None, None)
         # one or two max/min steps: collect (kind, const) from outer to inner
-        steps = [(op.split(".")[-1], m[c2] if c2 in m else m[c1])]
-        if c2 in m:
-            inner = m[pats["max"]] if pats["max"] in m else m[pats["min"]]
-            steps.append((inner.op.name.split(".")[-1], m[c1]))
+        steps = [(op.split(".")[-1], m[self.c2] if self.c2 in m else m[self.c1])]
+        if self.c2 in m:
+            inner = m[self.max] if self.max in m else m[self.min]
+            steps.append((inner.op.name.split(".")[-1], m[self.c1]))
         lo = hi = None
         for name, c in steps:
-            got = _bound(name, c)
+            got = _max_min_bound(name, c)
             if got is None:
                 return None, None
             if got[0] == "lo":
@@ -318,40 +333,103 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
             return "relu", None
         return "clip", (lo, hi)
 
-    def _make_act_rewriter(pats):
-        def _rewriter(orig, m):
-            act, clp = _act_of(orig, m, pats)
-            if act is None:
-                return orig
-            new = impl.lower(m[conv], m[b] if b in m else None, act, clp)
-            return orig if new is None else new
 
-        return _rewriter
+@tvm.transform.module_pass(opt_level=0, name="edgeconv.LowerConv2d")
+class LowerConv2d:
+    """Module pass: every float32 NCHW / NCHW[b]c conv2d -> scheduled TensorIR kernel (call_tir).
 
-    def _bias_rewriter(orig, m):
-        new = impl.lower(m[conv], m[b])
-        return orig if new is None else new
+    conv2d [+ bias] [+ relu | clip | max/min clamp] are rewritten longest match first, then
+    unit-batch matmuls, then (``fuse_separable``) depthwise + pointwise pairs. The patterns are
+    built once per pass object; each run keeps its own kernel table (:class:`_Lowering`).
+    Heavy ops left to TVM's generic lowering are reported in one warning.
+    """
 
-    def _conv_rewriter(orig, m):
-        new = impl.lower(orig)
-        if new is None:
-            impl.unlowered.append(_why_not_lowered(orig))
-        return orig if new is None else new
+    def __init__(self, tinfo: TargetInfo | None = None, family: str | None = None,
+                 overrides: PlanOverrides = DEFAULT_OVERRIDES, fuse_separable: bool = True):
+        self.tinfo = tinfo
+        self.family = family
+        self.overrides = overrides
+        self.fuse_separable = fuse_separable
+        self.conv = is_op("relax.nn.conv2d")(wildcard(), wildcard())
+        self.bias = is_const()
+        self.biased = is_op("relax.add")(self.conv, self.bias) | is_op("relax.add")(self.bias, self.conv)
+        self.biased_acts = _ActPatterns(self.biased)
+        self.plain_acts = _ActPatterns(self.conv)
+        self.matmul = is_op("relax.matmul")(wildcard(), wildcard())
+        # call_tir(depthwise) -> reshape -> call_tir(pointwise, flattened) -> reshape
+        self.dw_call = is_op("relax.call_tir")(wildcard(), wildcard())
+        self.pw_in = is_op("relax.reshape")(self.dw_call, wildcard())
+        self.pw_call = is_op("relax.call_tir")(wildcard(), TuplePattern([self.pw_in, wildcard(), wildcard()])) | \
+            is_op("relax.call_tir")(wildcard(), TuplePattern([self.pw_in, wildcard()]))
+        self.separable = is_op("relax.reshape")(self.pw_call, wildcard())
 
-    def _matmul_rewriter(orig, _m):
-        new = impl.lower_matmul(orig)
-        return orig if new is None else new
+    def transform_module(self, mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
+        info = self.tinfo or target_info(family=self.family)
+        state = _Lowering(info, self.overrides, relax.BlockBuilder(mod))
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                state.builder.update_func(gv, self._rewrite(func, state))
+        mod = state.builder.get()
+        # drop our kernels that a later match (separable fusion) made unused
+        used = set()
+        for _, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                used.update(relax.analysis.all_global_vars(func))
+        for gv in state.gvars.values():
+            if gv not in used and gv in mod.get_global_vars():
+                del mod[gv]
+        if state.stats:
+            mod = mod.with_attr("edgeconv.conv_kinds", dict(state.stats))
+        message = generic_ops_warning(_generic_ops(mod))
+        if message:
+            # not an error (the model still compiles and runs), but never a silent slow path
+            warnings.warn(message, stacklevel=2)
+        return mod
 
-    pattern, pats = _acts(biased)
-    func = rewrite_call(pattern, _make_act_rewriter(pats), func)
-    pattern, pats = _acts(conv)
-    func = rewrite_call(pattern, _make_act_rewriter(pats), func)
-    func = rewrite_call(biased, _bias_rewriter, func)
-    func = rewrite_call(conv, _conv_rewriter, func)
-    func = rewrite_call(is_op("relax.matmul")(wildcard(), wildcard()), _matmul_rewriter, func)
-    if impl.fuse_separable:
-        func = _fuse_separable(func, impl)
-    return func
+    def _rewrite(self, func: relax.Function, state: _Lowering) -> relax.Function:
+        for acts in (self.biased_acts, self.plain_acts):
+            func = rewrite_call(acts.pattern, lambda orig, m, acts=acts: self._with_act(orig, m, acts, state), func)
+        func = rewrite_call(self.biased, lambda orig, m: _or(orig, state.lower(m[self.conv], m[self.bias])), func)
+        func = rewrite_call(self.conv, lambda orig, _m: _or(orig, state.lower(orig)), func)
+        func = rewrite_call(self.matmul, lambda orig, _m: _or(orig, state.lower_matmul(orig)), func)
+        if self.fuse_separable:
+            counts = _use_counts(func)
+            func = rewrite_call(self.separable, lambda orig, m: self._fuse(orig, m, state, counts), func)
+        return func
+
+    def _with_act(self, orig, m, acts: _ActPatterns, state: _Lowering):
+        act, clp = acts.act_of(orig, m)
+        if act is None:
+            return orig
+        return _or(orig, state.lower(m[self.conv], m[self.bias] if self.bias in m else None, act, clp))
+
+    def _fuse(self, orig, m, state: _Lowering, counts: dict):
+        """call_tir(depthwise) -> reshape -> call_tir(pointwise, flattened) -> reshape => one kernel."""
+        pw_call, dw_call, reshape_in = m[self.pw_call], m[self.dw_call], m[self.pw_in]
+        dw, pw = state.specs.get(dw_call.args[0]), state.specs.get(pw_call.args[0])
+        if dw is None or pw is None:
+            return orig
+        if dw.block or pw.block:
+            return orig  # the fused kernel is NCHW; blocked layouts run the two kernels
+        if not (dw.depthwise_like and dw.groups == dw.C and pw.kind == "pointwise" and pw.H == 1):
+            return orig
+        if pw.C != dw.O or pw.W != dw.OH * dw.OW or pw.N != dw.N:
+            return orig
+        dw_var = reshape_in.args[0]
+        if isinstance(dw_var, relax.Var) and counts.get(dw_var, 0) > 1:
+            return orig  # the depthwise result is needed elsewhere too
+        if dw.N * dw.O * dw.OH * dw.OW * 4 < _SEPARABLE_FUSE_MIN_BYTES:
+            return orig  # small intermediate stays in cache: separate kernels tile better
+        pw2 = dataclasses.replace(pw, H=dw.OH, W=dw.OW)
+        gv = state.separable(dw, pw2)
+        if gv is None:
+            return orig
+        args = list(dw_call.args[1].fields) + list(pw_call.args[1].fields[1:])
+        return relax.call_tir(gv, args, relax.TensorType([pw2.N, pw2.O, pw2.OH, pw2.OW], "float32"))
+
+
+def _or(orig, new):
+    return orig if new is None else new
 
 
 def ClampAsOps() -> tvm.transform.Pass:
@@ -373,39 +451,24 @@ def ClampAsOps() -> tvm.transform.Pass:
     return functions_pass("edgeconv.ClampAsOps", lambda f, _b: rewrite_call(pattern, _rewriter, f))
 
 
-def LowerConv2d(tinfo: TargetInfo | None = None, family: str | None = None) -> tvm.transform.Pass:
-    """Module pass: every static NCHW float32 conv2d -> scheduled TensorIR kernel (call_tir)."""
+def TakeClipped() -> tvm.transform.Pass:
+    """``take(x, i, mode="fast")`` -> ``mode="clip"``.
 
-    @tvm.transform.module_pass(opt_level=0, name="edgeconv.LowerConv2d")
-    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        info = tinfo or target_info(family=family)
-        builder = relax.BlockBuilder(mod)
-        impl = LowerConv2dImpl(info, builder)
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                builder.update_func(gv, _rewrite_function(func, impl))
-        mod = builder.get()
-        # drop our kernels that a later match (separable fusion) made unused
-        used = set()
-        for _, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                used.update(gv.name_hint for gv in relax.analysis.all_global_vars(func))
-        for name, gv in impl.gvars.items():
-            if name not in used and name in [g.name_hint for g in mod.get_global_vars()]:
-                del mod[gv]
-        if impl.stats:
-            mod = mod.with_attr("edgeconv.conv_kinds", {k: v for k, v in impl.stats.items()})
-        if impl.unlowered:
-            # not an error (the model still compiles and runs), but never a silent slow path
-            warnings.warn(
-                f"edgeconv: {len(impl.unlowered)} conv2d left to TVM's generic, unscheduled lowering "
-                f"({'; '.join(sorted(set(impl.unlowered)))}); edgeconv's kernels need static float32 "
-                "NCHW shapes: fix symbolic dims with compile_tvm(..., input_shapes={name: shape})",
-                stacklevel=2,
-            )
-        return mod
+    TVM legalizes ``fast`` to unchecked loads and prints "Fast mode segfaults when there are
+    out-of-bounds indices" for every such gather. ``clip`` is identical for in-bound indices
+    (ONNX Gather requires them; the ONNX frontend already wraps negative ones; the deformable
+    fallback's gathers use constant indices 0/1 on an axis of extent 2) and turns an
+    out-of-bound index into a clamped read instead of a wild one, at one min/max per index.
+    """
+    pattern = is_op("relax.take")(wildcard(), wildcard())
 
-    return _pass
+    def _rewriter(orig, _m):
+        if str(orig.attrs.mode) != "fast":
+            return orig
+        axis = orig.attrs.axis
+        return relax.op.take(orig.args[0], orig.args[1], None if axis is None else int(axis), mode="clip")
+
+    return functions_pass("edgeconv.TakeClipped", lambda f, _b: rewrite_call(pattern, _rewriter, f))
 
 
 def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True,
@@ -422,6 +485,7 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
         target = tvm.target.Target.current(allow_none=True)
         info = tinfo or target_info(target, family)
         passes = [
+            TakeClipped(),  # before FoldConstant, which legalizes what it folds
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.FoldConstant(),

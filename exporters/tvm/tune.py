@@ -1,6 +1,6 @@
 """Optional MetaSchedule tuning on top of edgeconv's schedules (``compile_tvm(..., tune_trials=N)``).
 
-Our conv kernels are already scheduled and carry ``tirx.is_scheduled``; MetaSchedule tunes the
+Our kernels carry ``tirx.is_scheduled`` from where they are created (:func:`.conv.scheduled`); MetaSchedule tunes the
 PrimFuncs the stock legalization produced for everything else (elementwise, pooling, matmul,
 layout ops), the database goes to ``work_dir`` (a JSON database reused across runs: tasks already
 tuned there are applied without re-tuning).
@@ -16,16 +16,6 @@ from tvm import relax
 from .passes import edgeconv_stage1, edgeconv_stage2
 
 __all__ = ["tune_and_build"]
-
-
-def _mark_ours(mod: tvm.ir.IRModule) -> tvm.ir.IRModule:
-    out = {}
-    for gv, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint.startswith("ec_"):
-            out[gv] = func.with_attr("tirx.is_scheduled", True)
-    for gv, func in out.items():
-        mod[gv] = func
-    return mod
 
 
 _LAYOUT_OPS = ("reshape", "transpose", "squeeze", "expand_dims", "concatenate", "split", "strided_slice", "fused")
@@ -47,7 +37,6 @@ def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str,
         target = tvm.target.Target(target_d)
     with target:
         mod = edgeconv_stage1(family, layout=layout)(mod)
-    mod = _mark_ours(mod)
     tir_funcs = {gv: f for gv, f in mod.functions_items()
                  if isinstance(f, tvm.tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)
                  and not _pure_layout(gv.name_hint)}
