@@ -17,12 +17,58 @@ def build_config() -> dict:
     return {"s_tir.LoopPartition": {"partition_const_loop": True}}
 
 
-def set_num_threads(n: int) -> None:
-    """Configure TVM's runtime thread pool (also honoured before first use: TVM_NUM_THREADS)."""
+_KBIG = 1  # threading::ThreadGroup::kBig: the affinity mode TVM's pool starts in
+
+
+def _pool_workers(want: int) -> int:
+    """Workers of this thread's TVM pool, creating it with ``want`` workers if it does not exist.
+
+    TVM 0.27 (src/runtime/thread_pool.cc) sizes a thread's pool once, from ``TVM_NUM_THREADS``
+    (default: half the hardware threads) when the pool is first touched; ``config_threadpool``
+    can then only use fewer of those workers, never more. Asking the pool for ``want`` threads
+    returns what it can give, which is how big it is.
+    """
     import tvm
 
-    os.environ["TVM_NUM_THREADS"] = str(int(n))
-    tvm.get_global_func("runtime.config_threadpool")(0, int(n))
+    os.environ["TVM_NUM_THREADS"] = str(want)  # read if this call creates the pool
+    tvm.get_global_func("runtime.config_threadpool")(_KBIG, want)
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
+def set_num_threads(n: int) -> None:
+    """Run TVM kernels on ``n`` threads from now on (any number of times, up and down).
+
+    The pool is created with a worker per CPU (or ``n`` if larger) and ``n`` of them are used;
+    parallel launches read ``TVM_NUM_THREADS`` (1: run inline). A pool that TVM created smaller
+    before edgeconv configured it cannot grow: that is a clear error, not a silent 1-thread run.
+    """
+    import tvm
+
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads needs n >= 1, got {n}")
+    have = _pool_workers(max(n, os.cpu_count() or 1))
+    if have < n:
+        raise RuntimeError(
+            f"TVM's thread pool was created with {have} worker(s) before edgeconv configured it; "
+            f"call set_num_threads({n}) before running any TVM module, or start with TVM_NUM_THREADS={n}")
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    tvm.get_global_func("runtime.config_threadpool")(_KBIG, n)
+
+
+def _ensure_pool() -> None:
+    """Before our first VM: a pool big enough for any later set_num_threads, using TVM's
+    default thread count (``TVM_NUM_THREADS`` if set) until then."""
+    global _POOL_READY
+    if _POOL_READY:
+        return
+    _POOL_READY = True
+    default = os.environ.get("TVM_NUM_THREADS")
+    n = int(default) if default and default.isdigit() and int(default) > 0 else max(1, (os.cpu_count() or 2) // 2)
+    set_num_threads(n)
+
+
+_POOL_READY = False
 
 
 # Python warnings TVM emits on valid input, filtered at our API boundary. TVM's ONNX frontend
@@ -116,6 +162,7 @@ class CompiledModel:
             import tvm
             from tvm import relax
 
+            _ensure_pool()
             self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
         return self._vm
 
