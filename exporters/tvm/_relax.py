@@ -27,6 +27,23 @@ def static_shape(expr) -> list[int] | None:
     return out
 
 
+def batch_shape(expr) -> list | None:
+    """The shape of a tensor whose dims are static except maybe the first (the batch): ints,
+    with ``None`` for a symbolic batch; None if any other dim is symbolic."""
+    sinfo = expr.ty
+    if not isinstance(sinfo, relax.TensorType) or not isinstance(sinfo.shape, relax.ShapeExpr):
+        return None
+    out = []
+    for i, v in enumerate(sinfo.shape.values):
+        if isinstance(v, tvm.tirx.IntImm):
+            out.append(int(v))
+        elif i == 0:
+            out.append(None)
+        else:
+            return None
+    return out
+
+
 def scalar(expr):
     """Python float of a scalar constant (any rank, one element), else None."""
     try:
@@ -72,10 +89,11 @@ def _block_of(attrs) -> int | None:
 
 
 def conv_spec(conv: relax.Call, bias: bool = False, act=None, clip=None) -> ConvSpec | None:
-    """The :class:`ConvSpec` of a static float32 relax conv2d (NCHW or NCHW[b]c), else None."""
+    """The :class:`ConvSpec` of a float32 relax conv2d (NCHW or NCHW[b]c) static but maybe in
+    the batch, else None."""
     attrs = conv.attrs
     block = _block_of(attrs)
-    xs, ws = static_shape(conv.args[0]), static_shape(conv.args[1])
+    xs, ws = batch_shape(conv.args[0]), static_shape(conv.args[1])
     if block is None or xs is None or ws is None or len(xs) != (5 if block else 4):
         return None
     if conv.args[0].ty.dtype != "float32" or conv.args[1].ty.dtype != "float32":

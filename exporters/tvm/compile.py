@@ -173,10 +173,29 @@ class CompiledModel:
             if not self.input_names:
                 raise TypeError("this model takes positional inputs only")
             inputs = tuple(inputs) + tuple(named[n] for n in self.input_names[len(inputs):])
+        self._check_shapes(inputs)
         dev = tvm.cpu()
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
         out = self.vm["main"](*args)
         return _to_numpy_list(out)
+
+    def _check_shapes(self, inputs) -> None:
+        """A clear error for an input whose static dims differ from what was compiled (the VM's
+        own message names neither the input nor the fix)."""
+        from tvm import relax, tirx
+
+        params = self.mod["main"].params if "main" in [g.name_hint for g in self.mod.get_global_vars()] else []
+        for i, (param, arr) in enumerate(zip(params, inputs)):
+            sinfo = param.ty
+            if not isinstance(sinfo, relax.TensorType) or not isinstance(sinfo.shape, relax.ShapeExpr):
+                continue
+            want = [int(v) if isinstance(v, tirx.IntImm) else None for v in sinfo.shape.values]
+            have = list(np.shape(arr))
+            if len(want) != len(have) or any(w is not None and w != h for w, h in zip(want, have)):
+                name = self.input_names[i] if self.input_names and i < len(self.input_names) else f"#{i}"
+                shown = tuple("?" if w is None else w for w in want)
+                raise ValueError(f"input {name!r} has shape {tuple(have)}, the model was compiled for {shown}; "
+                                 f"compile with input_shapes={{{name!r}: {list(have)}}} for this shape")
 
     def benchmark(self, *inputs, number: int = 10, repeat: int = 5) -> list[float]:
         """Per-run times (seconds) via the VM's time evaluator: one value per repeat."""

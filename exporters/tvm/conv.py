@@ -59,9 +59,10 @@ class TargetInfo:
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
-    """A static conv2d (NCHW / OIHW) with its fused epilogue."""
+    """A conv2d (NCHW / OIHW) with its fused epilogue; every dim static but the batch
+    (``N=None``: symbolic, the batch is the kernel's outermost loop)."""
 
-    N: int
+    N: int | None
     C: int
     H: int
     W: int
@@ -121,7 +122,13 @@ class ConvSpec:
             e += "_" + "_".join("n" if v is None else f"{v:g}".replace("-", "m").replace(".", "p") for v in self.clip)
         lay = f"_nchw{self.block}c" if self.block else ""
         t = "" if self.dtype == "float32" else f"_{self.dtype}"
-        return f"ec_{self.kind}_{k}_{s}{p}{d}{g}_{self.N}x{self.C}x{self.H}x{self.W}_to{self.O}{e}{lay}{t}"
+        n = "n" if self.N is None else self.N
+        return f"ec_{self.kind}_{k}_{s}{p}{d}{g}_{n}x{self.C}x{self.H}x{self.W}_to{self.O}{e}{lay}{t}"
+
+
+def batch_extent(spec: ConvSpec):
+    """The batch extent of a kernel's tensors: the static N, or one symbolic var per kernel."""
+    return te.var("batch", "int64") if spec.N is None else spec.N
 
 
 def _round_up(x: int, m: int) -> int:
@@ -234,7 +241,7 @@ def _stage_input(data, spec: ConvSpec, OWp: int, deinterleave: bool):
 
     Returns ``load(n, c, h_in, w_out, rw)`` that reads the input tap of output column ``w_out``.
     """
-    N, C, H, W = spec.N, spec.C, spec.H, spec.W
+    N, C, H, W = data.shape[0], spec.C, spec.H, spec.W
     KH, KW = spec.KH, spec.KW
     sh, sw = spec.stride
     dh, dw = spec.dilation
@@ -288,7 +295,7 @@ def _epilogue(v, spec: ConvSpec, bias, o):
     return v
 
 
-def _conv_stage(load, weight, spec: ConvSpec, OWp: int, name: str):
+def _conv_stage(load, weight, spec: ConvSpec, N, OWp: int, name: str):
     KH, KW = spec.KH, spec.KW
     sh = spec.stride[0]
     dh = spec.dilation[0]
@@ -301,7 +308,7 @@ def _conv_stage(load, weight, spec: ConvSpec, OWp: int, name: str):
         c = (o // Og) * Cg + rc
         return te.sum(load(n, c, h * sh + rh * dh, w, rw) * weight[o, rc, rh, rw], axis=[rc, rh, rw])
 
-    return te.compute((spec.N, spec.O, spec.OH, OWp), _conv, name=name)
+    return te.compute((N, spec.O, spec.OH, OWp), _conv, name=name)
 
 
 def conv2d_compute(spec: ConvSpec, OWp: int | None = None, deinterleave: bool = False):
@@ -312,12 +319,13 @@ def conv2d_compute(spec: ConvSpec, OWp: int | None = None, deinterleave: bool = 
     """
     OWp = OWp or spec.OW
     dtype = spec.dtype
-    data = te.placeholder((spec.N, spec.C, spec.H, spec.W), dtype, name="data")
+    N = batch_extent(spec)
+    data = te.placeholder((N, spec.C, spec.H, spec.W), dtype, name="data")
     weight = te.placeholder((spec.O, spec.Cg, spec.KH, spec.KW), dtype, name="weight")
     bias = te.placeholder((spec.O,), dtype, name="bias") if spec.bias else None
     load = _stage_input(data, spec, OWp, deinterleave)
-    acc = _conv_stage(load, weight, spec, OWp, "ec_conv")
-    out = te.compute((spec.N, spec.O, spec.OH, spec.OW),
+    acc = _conv_stage(load, weight, spec, N, OWp, "ec_conv")
+    out = te.compute((N, spec.O, spec.OH, spec.OW),
                      lambda n, o, h, w: _epilogue(acc[n, o, h, w], spec, bias, o), name="ec_out")
     inputs = [data, weight] + ([bias] if bias is not None else [])
     return inputs, out
@@ -330,24 +338,25 @@ def separable_compute(dw: ConvSpec, pw: ConvSpec, OWp: int, deinterleave: bool =
     (row block, column chunk) right before the pointwise register tiles consume it.
     """
     dtype = dw.dtype
-    data = te.placeholder((dw.N, dw.C, dw.H, dw.W), dtype, name="data")
+    N = batch_extent(dw)
+    data = te.placeholder((N, dw.C, dw.H, dw.W), dtype, name="data")
     wd = te.placeholder((dw.O, 1, dw.KH, dw.KW), dtype, name="weight_dw")
     bd = te.placeholder((dw.O,), dtype, name="bias_dw") if dw.bias else None
     wp = te.placeholder((pw.O, pw.C, 1, 1), dtype, name="weight_pw")
     bp = te.placeholder((pw.O,), dtype, name="bias_pw") if pw.bias else None
     load = _stage_input(data, dw, OWp, deinterleave)
-    dacc = _conv_stage(load, wd, dw, OWp, "ec_dwconv")
-    dout = te.compute((dw.N, dw.O, dw.OH, OWp), lambda n, c, h, w: _epilogue(dacc[n, c, h, w], dw, bd, c),
+    dacc = _conv_stage(load, wd, dw, N, OWp, "ec_dwconv")
+    dout = te.compute((N, dw.O, dw.OH, OWp), lambda n, c, h, w: _epilogue(dacc[n, c, h, w], dw, bd, c),
                       name="ec_dw")
     rc = te.reduce_axis((0, pw.C), name="rc")
     rh = te.reduce_axis((0, 1), name="rh")
     rw = te.reduce_axis((0, 1), name="rw")
     acc = te.compute(
-        (pw.N, pw.O, pw.OH, OWp),
+        (N, pw.O, pw.OH, OWp),
         lambda n, o, h, w: te.sum(dout[n, rc, h + rh, w + rw] * wp[o, rc, rh, rw], axis=[rc, rh, rw]),
         name="ec_conv",
     )
-    out = te.compute((pw.N, pw.O, pw.OH, pw.OW), lambda n, o, h, w: _epilogue(acc[n, o, h, w], pw, bp, o),
+    out = te.compute((N, pw.O, pw.OH, pw.OW), lambda n, o, h, w: _epilogue(acc[n, o, h, w], pw, bp, o),
                      name="ec_out")
     inputs = [data, wd] + ([bd] if bd is not None else []) + [wp] + ([bp] if bp is not None else [])
     return inputs, out
@@ -553,8 +562,3 @@ def _vectorize_inner(sch: s_tir.Schedule, loop, lanes: int):
         sch.vectorize(vi)
     elif 1 < ext < lanes:
         sch.vectorize(loop)
-
-
-def flops(spec: ConvSpec) -> int:
-    return 2 * spec.N * spec.O * spec.OH * spec.OW * spec.Cg * spec.KH * spec.KW
-

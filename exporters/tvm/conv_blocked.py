@@ -24,7 +24,8 @@ import functools
 from tvm import te, tirx
 from tvm import s_tir
 
-from .conv import ConvSpec, TargetInfo, _epilogue, _has_block, _round_up, _vectorize_inner, scheduled, w_chunks
+from .conv import (ConvSpec, TargetInfo, _epilogue, _has_block, _round_up, _vectorize_inner, batch_extent, scheduled,
+                   w_chunks)
 
 __all__ = ["blocked_supported", "blocked_compute", "schedule_blocked", "BlockedPlan", "plan_blocked"]
 
@@ -111,7 +112,7 @@ def blocked_compute(spec: ConvSpec, OWp: int | None = None):
     """
     b = spec.block
     OWp = OWp or spec.OW
-    N, OB = spec.N, spec.O // b
+    N, OB = batch_extent(spec), spec.O // b
     sh, sw = spec.stride
     dh, dw = spec.dilation
     data = te.placeholder((N, spec.C // b, spec.H, spec.W, b), spec.dtype, name="data")
@@ -208,7 +209,7 @@ def _schedule_direct(sch, spec: ConvSpec, tinfo: TargetInfo, plan: BlockedPlan):
 
 
 @functools.lru_cache(maxsize=64)
-def layout_primfunc(N: int, C: int, H: int, W: int, block: int, to_blocked: bool) -> tirx.PrimFunc:
+def layout_primfunc(N: int | None, C: int, H: int, W: int, block: int, to_blocked: bool) -> tirx.PrimFunc:
     """NCHW <-> NCHW[b]c, scheduled and parallel. TVM legalizes ``layout_transform`` to one
     unscheduled, single-threaded loop nest (measured 0.25 ms for 1x128x56x56 into NCHW8c at
     1 thread; 0.09 ms scheduled).
@@ -218,14 +219,16 @@ def layout_primfunc(N: int, C: int, H: int, W: int, block: int, to_blocked: bool
     8x8 sub-tiles into vector shuffles.
     """
     b = block
+    n_name = "n" if N is None else N
+    N = te.var("batch", "int64") if N is None else N
     if to_blocked:
         src = te.placeholder((N, C, H, W), "float32", name="data")
         dst = te.compute((N, C // b, H, W, b), lambda n, c, h, w, i: src[n, c * b + i, h, w], name="ec_layout")
-        name = f"ec_to_nchw{b}c_{N}x{C}x{H}x{W}"
+        name = f"ec_to_nchw{b}c_{n_name}x{C}x{H}x{W}"
     else:
         src = te.placeholder((N, C // b, H, W, b), "float32", name="data")
         dst = te.compute((N, C, H, W), lambda n, c, h, w: src[n, c // b, h, w, c % b], name="ec_layout")
-        name = f"ec_from_nchw{b}c_{N}x{C}x{H}x{W}"
+        name = f"ec_from_nchw{b}c_{n_name}x{C}x{H}x{W}"
     sch = s_tir.Schedule(te.create_prim_func([src, dst]).with_attr({"global_symbol": name, "tirx.noalias": True}))
     blk = sch.get_sblock("ec_layout")
     if to_blocked:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from ._relax import OPAQUE, conv_spec, functions_pass, static_shape
+from ._relax import OPAQUE, batch_shape, conv_spec, functions_pass, static_shape
 from .conv import TargetInfo
 from .conv_blocked import blocked_supported, layout_primfunc, shuffle_blocked_primfunc
 
-__all__ = ["BlockedLayout", "SplitAsSections", "BlockedChannelShuffle", "ScheduleLayoutTransforms"]
+__all__ = ["FoldConstantDataMovement", "BlockedLayout", "SplitAsSections", "BlockedChannelShuffle", "ScheduleLayoutTransforms"]
 
 
 def SplitAsSections() -> tvm.transform.Pass:
@@ -70,6 +71,36 @@ def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
     return len(found)
 
 
+def FoldConstantDataMovement() -> tvm.transform.Pass:
+    """Pure data movement of a constant (reshape, expand_dims, squeeze, permute_dims,
+    layout_transform) -> the moved constant, computed on the host.
+
+    ``FoldConstant`` would legalize and LLVM-compile one kernel per folded call (MixNet-S: 78
+    bias expand_dims/reshapes from the ONNX frontend and 153 weight layout transforms, ~9 s of
+    its compile); numpy and ``IndexMap.map_tensor`` give the same values without codegen.
+    """
+    pattern = (is_op("relax.layout_transform")(is_const()) | is_op("relax.permute_dims")(is_const())
+               | is_op("relax.expand_dims")(is_const()) | is_op("relax.squeeze")(is_const())
+               | is_op("relax.reshape")(is_const(), wildcard()))
+
+    def _rewriter(orig, _m):
+        shape = static_shape(orig)
+        if shape is None:
+            return orig
+        op, src = orig.op.name, orig.args[0].value
+        if op == "relax.layout_transform":
+            if orig.attrs.pad_value is not None:
+                return orig
+            return relax.const(orig.attrs.index_map.map_tensor(src))
+        arr = src.numpy()
+        if op == "relax.permute_dims":
+            axes = None if orig.attrs.axes is None else [int(a) for a in orig.attrs.axes]
+            arr = np.transpose(arr, axes)
+        return relax.const(np.ascontiguousarray(arr.reshape(shape)), str(orig.ty.dtype))
+
+    return functions_pass("edgeconv.FoldConstantDataMovement", lambda f, _b: rewrite_call(pattern, _rewriter, f))
+
+
 def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
     """Every conv2d the blocked kernel covers -> NCHW[b]c (b = vector lanes), via relax's
     ``ConvertLayout``: it propagates the layout through elementwise ops, split/concat and
@@ -91,7 +122,8 @@ def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
         # explicit: with {} the conv would inherit its (converted) input's layout
         return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
 
-    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), relax.transform.FoldConstant()])
+    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), FoldConstantDataMovement(),
+                                        relax.transform.FoldConstant()])
 
     @tvm.transform.module_pass(opt_level=0, name="edgeconv.BlockedLayout")
     def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
@@ -101,9 +133,9 @@ def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
 
 
 def _blocking(call: relax.Call):
-    """(N, C, H, W, b, to_blocked) if ``call`` is a static float32 layout_transform between NCHW
-    and NCHW[b]c (either way), else None."""
-    src, dst = static_shape(call.args[0]), static_shape(call)
+    """(N, C, H, W, b, to_blocked) if ``call`` is a float32 layout_transform between NCHW and
+    NCHW[b]c (either way), static but maybe in the batch (N None), else None."""
+    src, dst = batch_shape(call.args[0]), batch_shape(call)
     if src is None or dst is None or call.attrs.pad_value is not None or call.args[0].ty.dtype != "float32":
         return None
     to_blocked = len(src) == 4
@@ -115,8 +147,9 @@ def _blocking(call: relax.Call):
     if C % b or blocked != [N, C // b, H, W, b]:
         return None
     # probe the index map at the far corner: it must be the channel (un)blocking
-    corner_plain = [N - 1, C - 1, H - 1, W - 1]
-    corner_blocked = [N - 1, (C - 1) // b, H - 1, W - 1, (C - 1) % b]
+    n = 0 if N is None else N - 1
+    corner_plain = [n, C - 1, H - 1, W - 1]
+    corner_blocked = [n, (C - 1) // b, H - 1, W - 1, (C - 1) % b]
     probe, want = (corner_plain, corner_blocked) if to_blocked else (corner_blocked, corner_plain)
     got = [int(v) for v in call.attrs.index_map.map_indices(probe)]
     return (N, C, H, W, b, to_blocked) if got == want else None

@@ -40,7 +40,8 @@ from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir
 from .conv import (DEFAULT_OVERRIDES, ConvSpec, PlanOverrides, TargetInfo, schedule_conv2d, schedule_separable,
                    separable_name)
 from .conv_blocked import schedule_blocked
-from .layout import BlockedChannelShuffle, BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
+from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstantDataMovement, ScheduleLayoutTransforms,
+                     SplitAsSections)
 
 __all__ = [
     "LowerConv2d",
@@ -159,16 +160,18 @@ class _Lowering:
             if bias_vec is None:
                 return None
             args.append(relax.const(bias_vec.reshape(_bias_shape(spec)), "float32"))
-        out_shape = _data_shape(spec, spec.N, spec.O, spec.OH, spec.OW)
-        if spec.KH == spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0) \
-                and spec.groups == 1 and spec.H > 1:
+        n = conv.args[0].ty.shape.values[0]  # static, or the model's symbolic batch
+        out_shape = _data_shape(spec, n, spec.O, spec.OH, spec.OW)
+        flatten = spec.KH == spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0) \
+            and spec.groups == 1 and spec.H > 1
+        if flatten:
             # pointwise on the flattened spatial axis (a free reshape): the register tile is
             # not limited by the row width
             spec = dataclasses.replace(spec, H=1, W=spec.H * spec.W)
-            args[0] = relax.op.reshape(args[0], _data_shape(spec, spec.N, spec.C, 1, spec.W))
-        kernel_out = _data_shape(spec, spec.N, spec.O, spec.OH, spec.OW)
+            args[0] = relax.op.reshape(args[0], _data_shape(spec, n, spec.C, 1, spec.W))
+        kernel_out = _data_shape(spec, n, spec.O, spec.OH, spec.OW)
         call = relax.call_tir(self._gvar(spec), args, relax.TensorType(kernel_out, "float32"))
-        return call if kernel_out == out_shape else relax.op.reshape(call, out_shape)
+        return relax.op.reshape(call, out_shape) if flatten else call
 
     def lower_matmul(self, call: relax.Call):
         """``matmul(a (.., M, K), b (.., K, N))`` with unit leading dims -> our pointwise kernel on
@@ -418,14 +421,14 @@ class LowerConv2d:
         dw_var = reshape_in.args[0]
         if isinstance(dw_var, relax.Var) and counts.get(dw_var, 0) > 1:
             return orig  # the depthwise result is needed elsewhere too
-        if dw.N * dw.O * dw.OH * dw.OW * 4 < _SEPARABLE_FUSE_MIN_BYTES:
+        if (dw.N or 1) * dw.O * dw.OH * dw.OW * 4 < _SEPARABLE_FUSE_MIN_BYTES:
             return orig  # small intermediate stays in cache: separate kernels tile better
         pw2 = dataclasses.replace(pw, H=dw.OH, W=dw.OW)
         gv = state.separable(dw, pw2)
         if gv is None:
             return orig
         args = list(dw_call.args[1].fields) + list(pw_call.args[1].fields[1:])
-        return relax.call_tir(gv, args, relax.TensorType([pw2.N, pw2.O, pw2.OH, pw2.OW], "float32"))
+        return relax.call_tir(gv, args, orig.ty)  # the reshape back to (N, O, OH, OW)
 
 
 def _or(orig, new):
@@ -488,6 +491,7 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             TakeClipped(),  # before FoldConstant, which legalizes what it folds
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
+            FoldConstantDataMovement(),  # what FoldConstant would compile one LLVM module for
             relax.transform.FoldConstant(),
             ClampAsOps(),
             *([SplitAsSections(), BlockedLayout(info), BlockedChannelShuffle()] if layout == "blocked" else []),

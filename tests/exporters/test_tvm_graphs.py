@@ -71,7 +71,7 @@ def _model(x_shape, nodes, inits, outputs) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _random_graph(seed: int) -> tuple[onnx.ModelProto, tuple]:
+def _random_graph(seed: int, batch: int | str = 1) -> tuple[onnx.ModelProto, tuple]:
     """Two branches from the input (one of them a twin differing only in pads) and a chain of
     convs; every branch end and chain step is an output."""
     rng = np.random.default_rng(seed)
@@ -81,17 +81,17 @@ def _random_graph(seed: int) -> tuple[onnx.ModelProto, tuple]:
     k = (3, 3)
     for name, pads in (("twin_a", [1, 1, 1, 1]), ("twin_b", [0, 1, 2, 0])):
         out, o, h, w = _conv_node(rng, name, "x", C, H, W, inits, nodes, pads=pads, kernel=k)
-        outputs.append((out, [1, o, h, w]))
+        outputs.append((out, [batch, o, h, w]))
     src, c, h, w = "x", C, H, W
     for i in range(int(rng.integers(2, 5))):
         src, c, h, w = _conv_node(rng, f"chain{i}", src, c, h, w, inits, nodes)
-        outputs.append((src, [1, c, h, w]))
-    return _model((1, C, H, W), nodes, inits, outputs), (1, C, H, W)
+        outputs.append((src, [batch, c, h, w]))
+    return _model((batch, C, H, W), nodes, inits, outputs), (1, C, H, W)
 
 
-def _check(model: onnx.ModelProto, x: np.ndarray, layout: str):
+def _check(model: onnx.ModelProto, x: np.ndarray, layout: str, compiled=None):
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    got = compile_tvm(model, layout=layout)(x)
+    got = (compiled or compile_tvm(model, layout=layout))(x)
     assert len(got) == len(ref)
     for name, g, r in zip([o.name for o in model.graph.output], got, ref):
         assert g.shape == r.shape, (name, g.shape, r.shape)
@@ -125,6 +125,22 @@ def test_random_conv_graphs_match_onnxruntime(seed, layout):
     model, shape = _random_graph(seed)
     x = np.random.default_rng(100 + seed).standard_normal(shape).astype(np.float32)
     _check(model, x, layout)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("layout", ["nchw", "blocked"])
+def test_random_conv_graphs_with_symbolic_batch(seed, layout):
+    """A symbolic batch compiles to our kernels (no generic-lowering warning) and one module
+    serves batch 1 and 3."""
+    import warnings
+
+    model, shape = _random_graph(seed, batch="batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        compiled = compile_tvm(model, layout=layout)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch,) + shape[1:]).astype(np.float32)
+        _check(model, x, layout, compiled)
 
 
 # --------------------------------------------------------------------------- edgeconv op defaults

@@ -46,3 +46,40 @@ def test_set_num_threads_resizes_the_pool_after_a_first_run(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[1, 2, 1]"
+
+
+def test_default_dynamic_batch_export_compiles_to_scheduled_kernels():
+    """export_onnx's default (dynamic batch) compiled without input_shapes: every conv on our
+    kernels, one module for batch 1 and 3, matching onnxruntime."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from edgeconv.exporters.onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU6(),
+        nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU(),
+        nn.Conv2d(16, 24, 1), nn.Conv2d(24, 24, 5, 1, 2, groups=4),
+    ).eval()
+    proto = export_onnx(model, (torch.randn(1, 3, 32, 32),))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the default: dynamic batch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "left to TVM's generic lowering"
+        cm = compile_tvm(proto)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        ref = sess.run(None, {proto.graph.input[0].name: x})[0]
+        # float32, fan-in <= 150, other summation order: ~1e-6 measured
+        assert np.abs(cm(x)[0] - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    import pytest
+
+    cm = compile_tvm(_conv_model(2))
+    with pytest.raises(ValueError, match=r"input 'x' has shape \(3, 8, 12, 12\).*compiled for \(2, 8, 12, 12\)"):
+        cm(np.zeros((3, 8, 12, 12), np.float32))
