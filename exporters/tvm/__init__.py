@@ -9,7 +9,7 @@ Pipelines ``edgeconv_x86`` / ``edgeconv_arm`` are registered for
 """
 
 from .compile import CompiledModel, build_config, compile_tvm, import_model, set_num_threads
-from .conv import ConvSpec, TargetInfo, conv2d_compute, schedule_conv2d
+from .conv import ConvSpec, PlanOverrides, TargetInfo, conv2d_compute, schedule_conv2d
 from .passes import LowerConv2d, edgeconv_pipeline, register_pipelines, target_info
 from .targets import resolve_target
 
@@ -20,6 +20,7 @@ __all__ = [
     "set_num_threads",
     "build_config",
     "ConvSpec",
+    "PlanOverrides",
     "TargetInfo",
     "conv2d_compute",
     "schedule_conv2d",

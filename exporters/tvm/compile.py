@@ -249,6 +249,7 @@ def compile_tvm(
     pipeline: str | None = None,
     layout: str = "blocked",
     work_dir: str | None = None,
+    overrides=None,
 ) -> CompiledModel:
     """Compile ``model`` with edgeconv's TVM pipeline.
 
@@ -260,6 +261,12 @@ def compile_tvm(
     pipeline: ``"edgeconv"`` (default) or ``"stock"`` (TVM's default pipeline, for comparison).
     layout: ``"blocked"`` (default; NCHW[b]c kernels wherever channels come in whole vector blocks,
     layout transforms only at the graph edges) or ``"nchw"`` (every kernel in NCHW).
+    overrides: a :class:`~.conv.PlanOverrides` (explicit tiling choices, for experiments).
+
+    A symbolic batch dim (``export_onnx``'s default) compiles to our kernels with the batch as
+    their outer loop: one module serves every batch size. Other symbolic dims, and models with
+    edgeconv ops (their standard-op form is fixed to ``input_shapes``, else 1), need static
+    shapes.
     """
     import tvm
 
@@ -270,8 +277,11 @@ def compile_tvm(
     tdict, family, is_host = resolve_target(target)
     mod, in_names, out_names = import_model(model, input_shapes, example_inputs)
     tgt = tvm.target.Target(tdict)
+    from .conv import DEFAULT_OVERRIDES
+
+    overrides = overrides or DEFAULT_OVERRIDES
     if pipeline in (None, "edgeconv"):
-        relax_pipeline = edgeconv_pipeline(family, layout=layout)
+        relax_pipeline = edgeconv_pipeline(family, layout=layout, overrides=overrides)
     elif pipeline == "stock":
         relax_pipeline = "default"
     else:
@@ -280,7 +290,7 @@ def compile_tvm(
         if tune_trials and tune_trials > 0:
             from .tune import tune_and_build
 
-            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning", layout)
+            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning", layout, overrides)
         else:
             ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline)
     cm = CompiledModel(ex, tdict, family, is_host, in_names, out_names, mod)

@@ -372,7 +372,6 @@ def scheduled(sch: s_tir.Schedule, name: str) -> tirx.PrimFunc:
     return sch.mod["main"].with_attr({"global_symbol": name, "tirx.is_scheduled": True})
 
 
-@functools.lru_cache(maxsize=256)
 def schedule_separable(dw: ConvSpec, pw: ConvSpec, tinfo: TargetInfo,
                        overrides: PlanOverrides = DEFAULT_OVERRIDES) -> tirx.PrimFunc | None:
     """Fused depthwise + pointwise kernel, or None if the schedule fails.
@@ -380,6 +379,11 @@ def schedule_separable(dw: ConvSpec, pw: ConvSpec, tinfo: TargetInfo,
     Cached on everything that changes the code: both specs (shapes, pads, strides, dilations,
     groups, epilogue, dtype, layout), the target family and the planner overrides.
     """
+    return _schedule_separable(dw, pw, tinfo, overrides)  # one cache key however it is called
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule_separable(dw: ConvSpec, pw: ConvSpec, tinfo: TargetInfo, overrides: PlanOverrides):
     plan = plan_conv2d(pw, tinfo, overrides)
     inputs, out = separable_compute(dw, pw, plan.OWp, deinterleave=plan.vec > 1)
     name = separable_name(dw, pw)
@@ -402,13 +406,17 @@ def conv2d_primfunc(spec: ConvSpec, OWp: int | None = None, deinterleave: bool =
     return func.with_attr({"global_symbol": spec.name(), "tirx.noalias": True})
 
 
-@functools.lru_cache(maxsize=512)
 def schedule_conv2d(spec: ConvSpec, tinfo: TargetInfo, overrides: PlanOverrides = DEFAULT_OVERRIDES) -> tirx.PrimFunc:
     """Build the PrimFunc for ``spec`` and schedule it for ``tinfo``.
 
     Cached on (spec, target family, overrides): everything the generated code depends on.
     Falls back to the unscheduled (but correct) PrimFunc if a schedule primitive fails.
     """
+    return _schedule_conv2d(spec, tinfo, overrides)  # one cache key however it is called
+
+
+@functools.lru_cache(maxsize=512)
+def _schedule_conv2d(spec: ConvSpec, tinfo: TargetInfo, overrides: PlanOverrides) -> tirx.PrimFunc:
     plan = plan_conv2d(spec, tinfo, overrides)
     func = conv2d_primfunc(spec, plan.OWp, deinterleave=plan.vec > 1)
     try:

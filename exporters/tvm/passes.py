@@ -475,10 +475,12 @@ def TakeClipped() -> tvm.transform.Pass:
 
 
 def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True,
-                    layout: str = "blocked"):
+                    layout: str = "blocked", overrides: PlanOverrides = DEFAULT_OVERRIDES):
     """Our conv lowering, then stock legalization (and fusion) of every other op.
 
     ``layout``: ``"blocked"`` (NCHW[b]c wherever the blocked kernel applies) or ``"nchw"``.
+    ``overrides``: explicit planner choices for the NCHW kernels (experiments; part of the
+    kernel cache key).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -495,7 +497,7 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             relax.transform.FoldConstant(),
             ClampAsOps(),
             *([SplitAsSections(), BlockedLayout(info), BlockedChannelShuffle()] if layout == "blocked" else []),
-            LowerConv2d(info),
+            LowerConv2d(info, overrides=overrides),
             ScheduleLayoutTransforms(),
             relax.transform.DeadCodeElimination(),
             *cpu_generic.library_dispatch_passes(target),
@@ -520,9 +522,9 @@ def edgeconv_stage2():
 
 
 def edgeconv_pipeline(family: str | None = None, tinfo: TargetInfo | None = None, fuse: bool = True,
-                      layout: str = "blocked"):
+                      layout: str = "blocked", overrides: PlanOverrides = DEFAULT_OVERRIDES):
     """The full Relax pipeline: our conv lowering, then stock legalize/fuse/lower/finalize."""
-    stage1 = edgeconv_stage1(family, tinfo, fuse, layout)
+    stage1 = edgeconv_stage1(family, tinfo, fuse, layout, overrides)
 
     @tvm.transform.module_pass(opt_level=0, name=f"edgeconv_pipeline_{family or 'auto'}")
     def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:

@@ -13,6 +13,7 @@ import os
 import tvm
 from tvm import relax
 
+from .conv import DEFAULT_OVERRIDES, PlanOverrides
 from .passes import edgeconv_stage1, edgeconv_stage2
 
 __all__ = ["tune_and_build"]
@@ -28,7 +29,7 @@ def _pure_layout(name: str) -> bool:
 
 
 def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str, trials: int, work_dir: str,
-                   layout: str = "blocked"):
+                   layout: str = "blocked", overrides: PlanOverrides = DEFAULT_OVERRIDES):
     from tvm.s_tir import meta_schedule as ms
 
     target_d = dict(target.export())
@@ -36,7 +37,7 @@ def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str,
         target_d["num-cores"] = os.cpu_count() or 1
         target = tvm.target.Target(target_d)
     with target:
-        mod = edgeconv_stage1(family, layout=layout)(mod)
+        mod = edgeconv_stage1(family, layout=layout, overrides=overrides)(mod)
     tir_funcs = {gv: f for gv, f in mod.functions_items()
                  if isinstance(f, tvm.tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)
                  and not _pure_layout(gv.name_hint)}

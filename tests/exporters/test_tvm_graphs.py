@@ -205,3 +205,61 @@ def test_compile_of_default_model_writes_no_warnings_to_stderr(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert not lines, "stderr of compile_tvm:\n" + "\n".join(lines[:20])
+
+
+# --------------------------------------------------------------------------- reporting
+def test_one_warning_names_every_op_left_on_the_generic_lowering():
+    """1-D, 3-D and transposed convs and a float64 conv2d: one warning, each named with its
+    reason; the model still compiles and matches onnx's reference implementation."""
+    rng = np.random.default_rng(3)
+
+    def w(name, shape, dtype=np.float32):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(dtype), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x1", "w1"], ["y1"], pads=[1, 1]),
+        helper.make_node("Conv", ["x3", "w3"], ["y3"]),
+        helper.make_node("ConvTranspose", ["x2", "wt"], ["yt"], strides=[2, 2]),
+        helper.make_node("Conv", ["xd", "wd"], ["yd"]),
+    ]
+    inputs = {"x1": ([1, 4, 10], TensorProto.FLOAT), "x3": ([1, 4, 5, 5, 5], TensorProto.FLOAT),
+              "x2": ([1, 4, 6, 6], TensorProto.FLOAT), "xd": ([1, 4, 6, 6], TensorProto.DOUBLE)}
+    outputs = {"y1": ([1, 8, 10], TensorProto.FLOAT), "y3": ([1, 8, 3, 3, 3], TensorProto.FLOAT),
+               "yt": ([1, 8, 13, 13], TensorProto.FLOAT), "yd": ([1, 8, 4, 4], TensorProto.DOUBLE)}
+    graph = helper.make_graph(
+        nodes, "generic", [helper.make_tensor_value_info(k, t, s) for k, (s, t) in inputs.items()],
+        [helper.make_tensor_value_info(k, t, s) for k, (s, t) in outputs.items()],
+        [w("w1", (8, 4, 3)), w("w3", (8, 4, 3, 3, 3)), w("wt", (4, 8, 3, 3)), w("wd", (8, 4, 3, 3), np.float64)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.warns(UserWarning) as record:
+        cm = compile_tvm(model)
+    ours = [str(r.message) for r in record if "generic, unscheduled lowering" in str(r.message)]
+    assert len(ours) == 1, ours
+    for expected in ("conv1d (1-D conv", "conv3d (3-D conv", "conv2d_transpose (transposed conv",
+                     "conv2d (dtype float64"):
+        assert expected in ours[0], ours[0]
+    feeds = {k: rng.standard_normal(s).astype(np.float64 if t == TensorProto.DOUBLE else np.float32)
+             for k, (s, t) in inputs.items()}
+    from onnx.reference import ReferenceEvaluator  # onnxruntime has no float64 Conv
+
+    ref = ReferenceEvaluator(model).run(None, feeds)
+    for got, want in zip(cm(*feeds.values()), ref):
+        assert np.abs(got - want).max() < TOL * max(1.0, float(np.abs(want).max()))
+
+
+def test_plan_overrides_are_part_of_the_kernel_cache_key():
+    """Two overrides of the planner give two kernels (a knob set after a first compile used to
+    do nothing: it was read from the environment inside an lru_cached builder)."""
+    import tvm_ffi
+
+    from edgeconv.exporters.tvm.conv import ConvSpec, PlanOverrides, TargetInfo, schedule_conv2d
+
+    spec = ConvSpec(1, 16, 14, 14, 32, 3, 3, padding=(1, 1, 1, 1))
+    tinfo = TargetInfo()
+    default = schedule_conv2d(spec, tinfo)
+    forced = schedule_conv2d(spec, tinfo, PlanOverrides(tile=(1, 1, 1), order="oo_wt"))
+    assert default.attrs["tirx.is_scheduled"] and forced.attrs["tirx.is_scheduled"]
+    assert not tvm_ffi.structural_equal(default, forced)
+    assert schedule_conv2d(spec, tinfo, PlanOverrides()) is default  # equal overrides: cache hit
+    with pytest.raises(ValueError, match="order"):
+        PlanOverrides(order="sideways")
