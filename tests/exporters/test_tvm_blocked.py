@@ -312,3 +312,18 @@ def test_channel_shuffle_stays_blocked(groups):
     # the only layout transforms are at the input and the output
     assert sorted(n for n in names if n.startswith(("ec_to_", "ec_from_"))) == [
         "ec_from_nchw8c_1x32x9x13", "ec_to_nchw8c_1x32x9x13"], names
+
+
+@pytest.mark.parametrize("index", [
+    lambda o, i, h, w: [o // 8, i // 8, h, w, i % 8, o % 8],  # OIHW -> OIHW8i8o
+    lambda o, i, h, w: [o // 8, i, h, w, o % 8],  # depthwise weights: OIHW -> OIHW1i8o (only O split)
+    lambda n, c, h, w: [n, c // 4, h, w, c % 4],  # NCHW -> NCHW4c
+])
+def test_host_layout_transform_matches_tvm_index_map(index):
+    """Weights are moved into the blocked layout by numpy; TVM's own (per-element, slow)
+    IndexMap.map_tensor is the reference."""
+    from edgeconv.exporters.tvm.layout import _host_layout_transform
+
+    im = tvm.tirx.IndexMap.from_func(index)
+    arr = np.random.default_rng(0).standard_normal((16, 8, 3, 5)).astype("float32")
+    assert np.array_equal(_host_layout_transform(im, arr), im.map_tensor(tvm.runtime.tensor(arr)).numpy())
