@@ -3,8 +3,8 @@
 ``BlockedLayout`` decides which convs run blocked and lets relax's ``ConvertLayout`` carry the
 layout through the graph; ``SplitAsSections`` works around a ``ConvertLayout`` gap for channel
 splits; ``BlockedChannelShuffle`` keeps ShuffleNet's channel shuffle inside the blocked layout;
-``ScheduleLayoutTransforms`` runs the transforms that remain as our scheduled kernels.
-The blocked kernels themselves are in :mod:`.conv_blocked`.
+``ScheduleLayoutTransforms`` runs the transforms that remain as our scheduled kernels;
+``FoldConstantDataMovement`` moves constant weights/biases on the host. The blocked kernels themselves are in :mod:`.conv_blocked`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from ._relax import OPAQUE, batch_shape, conv_spec, functions_pass, static_shape
 from .conv import TargetInfo
 from .conv_blocked import blocked_supported, layout_primfunc, shuffle_blocked_primfunc
 
-__all__ = ["FoldConstantDataMovement", "BlockedLayout", "SplitAsSections", "BlockedChannelShuffle", "ScheduleLayoutTransforms"]
+__all__ = ["FoldConstantDataMovement", "BlockedLayout", "SplitAsSections", "BlockedChannelShuffle",
+           "ScheduleLayoutTransforms"]
 
 
 def SplitAsSections() -> tvm.transform.Pass:
