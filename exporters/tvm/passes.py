@@ -39,6 +39,7 @@ from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
 from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
 from .conv_blocked import schedule_blocked
+from .elementwise import ScheduleGenericOps
 from .layout import BlockedChannelShuffle, BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
 
 __all__ = [
@@ -257,7 +258,14 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
     """conv2d [+ bias] [+ relu | clip | max/min clamp] -> call_tir, longest match first."""
     x, b = wildcard(), is_const()
     conv = is_op("relax.nn.conv2d")(x, wildcard())
-    biased = is_op("relax.add")(conv, b) | is_op("relax.add")(b, conv)
+    add_cb, add_bc = is_op("relax.add")(conv, b), is_op("relax.add")(b, conv)
+    biased = add_cb | add_bc
+    uses: dict = {}  # bound value -> number of uses of its variable, of the function being rewritten
+
+    def _shared(m, *pats) -> bool:
+        """Whether an intermediate of the match is used elsewhere too (hardswish: y * clip(y + 3)):
+        fusing would then compute the conv twice."""
+        return any(uses.get(m[p], 0) > 1 for p in pats if p in m)
     c1, c2 = is_const(), is_const()
 
     def _acts(base):
@@ -321,7 +329,7 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
     def _make_act_rewriter(pats):
         def _rewriter(orig, m):
             act, clp = _act_of(orig, m, pats)
-            if act is None:
+            if act is None or _shared(m, conv, add_cb, add_bc, pats["max"], pats["min"]):
                 return orig
             new = impl.lower(m[conv], m[b] if b in m else None, act, clp)
             return orig if new is None else new
@@ -329,6 +337,8 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
         return _rewriter
 
     def _bias_rewriter(orig, m):
+        if _shared(m, conv):
+            return orig
         new = impl.lower(m[conv], m[b])
         return orig if new is None else new
 
@@ -342,11 +352,17 @@ def _rewrite_function(func: relax.Function, impl: LowerConv2dImpl) -> relax.Func
         new = impl.lower_matmul(orig)
         return orig if new is None else new
 
+    def _fused(pattern, rewriter, func):
+        counts = _use_counts(func)
+        uses.clear()
+        uses.update({bd.value: counts.get(bd.var, 0) for blk in func.body.blocks for bd in blk.bindings})
+        return rewrite_call(pattern, rewriter, func)
+
     pattern, pats = _acts(biased)
-    func = rewrite_call(pattern, _make_act_rewriter(pats), func)
+    func = _fused(pattern, _make_act_rewriter(pats), func)
     pattern, pats = _acts(conv)
-    func = rewrite_call(pattern, _make_act_rewriter(pats), func)
-    func = rewrite_call(biased, _bias_rewriter, func)
+    func = _fused(pattern, _make_act_rewriter(pats), func)
+    func = _fused(biased, _bias_rewriter, func)
     func = rewrite_call(conv, _conv_rewriter, func)
     func = rewrite_call(is_op("relax.matmul")(wildcard(), wildcard()), _matmul_rewriter, func)
     if impl.fuse_separable:
@@ -459,6 +475,9 @@ def edgeconv_pipeline(family: str | None = None, tinfo: TargetInfo | None = None
     @tvm.transform.module_pass(opt_level=0, name=f"edgeconv_pipeline_{family or 'auto'}")
     def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
         mod = stage1(mod)
+        # the elementwise chains and reductions that legalization leaves unscheduled
+        lanes = (tinfo or target_info(tvm.target.Target.current(allow_none=True), family)).lanes
+        mod = ScheduleGenericOps(lanes)(mod)
         return edgeconv_stage2()(mod)
 
     return _pipeline
