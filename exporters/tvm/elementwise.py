@@ -8,8 +8,9 @@ memory for a hardswish (0.15 ms for 1x72x56x56 at 1 thread, measured). A global 
 reduces with the channel-block axis outermost. Both are dlight schedule rules
 (:class:`ScheduleRule`, applied with ``dlight.ApplyDefaultSchedule``):
 
-* :class:`Elementwise`: inline every producer into the last block, fuse its loops, split off
-  one vector of lanes (vectorised) and run the rest in parallel: one pass over memory.
+* :class:`Elementwise`: inline every producer into its consumers, fuse the loops of each output
+  block, split off one vector of lanes (vectorised) and run the rest in parallel: one pass
+  over memory per output.
 * :class:`InnerSpatialReduction`: a reduction whose innermost spatial axis is the innermost
   axis of its input (NCHW[b]c pools over H, W) runs the reduction loops outside that axis,
   vectorised over it, parallel over the other spatial axes, epilogue fused.
@@ -73,13 +74,14 @@ class Elementwise(ScheduleRule):
         infos = normalize_prim_func(sch)
         if not infos or any(not info.is_injective() for info in infos):
             return None
-        blocks = [info.block_rv for info in infos]
-        for block in blocks[:-1]:
+        kept = []
+        for info in infos[:-1]:
             try:
-                sch.compute_inline(block)
-            except Exception:  # an intermediate that is also an output: keep it
-                return None
-        _vector_parallel(sch, sch.get_loops(blocks[-1]), self.lanes)
+                sch.compute_inline(info.block_rv)
+            except Exception:  # an output (split, multi-output fusion): a pass of its own
+                kept.append(info.block_rv)
+        for block in kept + [infos[-1].block_rv]:
+            _vector_parallel(sch, sch.get_loops(block), self.lanes)
         return sch
 
     def is_target_available(self, target) -> bool:

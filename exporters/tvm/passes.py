@@ -40,6 +40,7 @@ from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir
 from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
 from .conv_blocked import schedule_blocked
 from .elementwise import ScheduleGenericOps
+from .gemv import is_gemv, lower_gemv
 from .layout import BlockedChannelShuffle, BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
 
 __all__ = [
@@ -142,12 +143,15 @@ class LowerConv2dImpl:
         if spec is None:
             return None
         args = [conv.args[0], conv.args[1]]
+        bias_vec = None
         if bias_const is not None:
             bias_vec = _bias_vector(bias_const, spec.O, spec.block)
             if bias_vec is None:
                 return None
             args.append(relax.const(bias_vec.reshape(_bias_shape(spec)), "float32"))
         out_shape = _data_shape(spec, spec.N, spec.O, spec.OH, spec.OW)
+        if is_gemv(spec, conv.args[1]):
+            return lower_gemv(conv, spec, self._gvar, bias_vec, out_shape, self.tinfo.lanes)
         if spec.KH == spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0) \
                 and spec.groups == 1 and spec.H > 1:
             # pointwise on the flattened spatial axis (a free reshape): the register tile is
