@@ -16,6 +16,10 @@ reduces with the channel-block axis outermost. Both are dlight schedule rules
   vectorised over it, parallel over the other spatial axes, epilogue fused.
 
 Our own kernels (``op_pattern`` opaque) are left alone.
+
+:func:`LegalizeVectorMath` legalizes ``sigmoid`` (SiLU/swish, squeeze-excite gates) with TOPI's
+``fast_exp`` (a polynomial, relative error ~1e-7 measured against float64) instead of ``exp``,
+which LLVM leaves as one scalar ``expf`` call per element: SiLU took 59% of EfficientNet-B0.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from tvm.s_tir.dlight.base import ScheduleRule
 
 from ._relax import OPAQUE
 
-__all__ = ["Elementwise", "InnerSpatialReduction", "ScheduleGenericOps"]
+__all__ = ["Elementwise", "InnerSpatialReduction", "ScheduleGenericOps", "LegalizeVectorMath"]
 
 # below this many output elements the parallel launch costs more than it saves
 _PARALLEL_MIN = 4096
@@ -44,18 +48,30 @@ def _extent(sch, loop) -> int | None:
 
 
 def _vector_parallel(sch, loops, lanes: int) -> None:
-    """Fuse ``loops`` (outermost first), vectorise ``lanes`` of them, parallelise the rest."""
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    total = _extent(sch, fused)
-    if total is None:
-        return
-    if total % lanes == 0 and total >= lanes:
-        outer, inner = sch.split(fused, [None, lanes])
-        sch.vectorize(inner)
+    """Vectorise ``lanes`` of the innermost loop and parallelise the fused rest.
+
+    The vector is cut from the innermost axis itself when it holds whole vectors (the channel
+    block of NCHW[b]c, most widths), so that every access stays an affine, unit-stride index;
+    only otherwise are all loops fused first (div/mod indices, still correct)."""
+    inner = _extent(sch, loops[-1])
+    if inner is not None and inner % lanes == 0:
+        *outer, last = loops
+        last_o, last_i = sch.split(last, [None, lanes])
+        sch.vectorize(last_i)
+        outer = outer + [last_o]
     else:
-        outer = fused
-    if total >= _PARALLEL_MIN:
-        sch.parallel(outer)
+        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        total = _extent(sch, fused)
+        if total is None:
+            return
+        if total % lanes == 0:
+            fused, last_i = sch.split(fused, [None, lanes])
+            sch.vectorize(last_i)
+        outer = [fused]
+    par = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    total = _extent(sch, par)
+    if total is not None and total * lanes >= _PARALLEL_MIN:
+        sch.parallel(par)
 
 
 class Elementwise(ScheduleRule):
@@ -164,6 +180,24 @@ def _inner_is_contiguous(sch, block) -> bool:
         if not (isinstance(idx, tirx.Var) and idx.same_as(last)):
             return False
     return True
+
+
+def LegalizeVectorMath() -> tvm.transform.Pass:
+    """``LegalizeOps`` with float32 ``sigmoid`` on ``fast_exp`` (vectorisable); other ops as stock."""
+    from tvm import topi
+
+    stock = tvm.ir.Op.get("relax.sigmoid").get_attr("FLegalize")
+
+    def _sigmoid(x):
+        one = tirx.const(1, x.dtype)
+        return topi.divide(one, topi.add(one, topi.fast_exp(topi.negative(x))))
+
+    def _legalize(bb, call):
+        if call.args[0].ty.dtype != "float32":
+            return stock(bb, call)
+        return bb.call_te(_sigmoid, call.args[0], primfunc_name_hint="sigmoid")
+
+    return tvm.relax.transform.LegalizeOps({"relax.sigmoid": _legalize})
 
 
 def ScheduleGenericOps(lanes: int) -> tvm.transform.Pass:

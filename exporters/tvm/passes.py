@@ -39,7 +39,7 @@ from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
 from .conv import ConvSpec, TargetInfo, schedule_conv2d, schedule_separable, separable_name
 from .conv_blocked import schedule_blocked
-from .elementwise import ScheduleGenericOps
+from .elementwise import LegalizeVectorMath, ScheduleGenericOps
 from .gemv import is_gemv, lower_gemv
 from .layout import BlockedChannelShuffle, BlockedLayout, ScheduleLayoutTransforms, SplitAsSections
 
@@ -451,6 +451,7 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             ScheduleLayoutTransforms(),
             relax.transform.DeadCodeElimination(),
             *cpu_generic.library_dispatch_passes(target),
+            LegalizeVectorMath(),  # sigmoid on a vectorisable exp; the stock LegalizeOps does the rest
             # TVM's CPU legalization: LegalizeOps, then (with fuse) pattern annotation and fusion
             *(cpu_generic.legalize_passes(target) if fuse else [relax.transform.LegalizeOps()]),
         ]
