@@ -24,6 +24,8 @@ which LLVM leaves as one scalar ``expf`` call per element: SiLU took 59% of Effi
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight import ApplyDefaultSchedule
@@ -48,29 +50,35 @@ def _extent(sch, loop) -> int | None:
 
 
 def _vector_parallel(sch, loops, lanes: int) -> None:
-    """Vectorise ``lanes`` of the innermost loop and parallelise the fused rest.
+    """Vectorise ``lanes`` elements of the innermost axes and parallelise the fused rest.
 
     The vector is cut from the innermost axis itself when it holds whole vectors (the channel
     block of NCHW[b]c, most widths), so that every access stays an affine, unit-stride index;
-    only otherwise are all loops fused first (div/mod indices, still correct)."""
-    inner = _extent(sch, loops[-1])
-    if inner is not None and inner % lanes == 0:
-        *outer, last = loops
-        last_o, last_i = sch.split(last, [None, lanes])
-        sch.vectorize(last_i)
-        outer = outer + [last_o]
+    else from the two innermost axes (H x W of a 28x28 plane), so that the outer indices (a
+    concat's channel select) stay uniform across the vector."""
+    extents = [_extent(sch, loop) for loop in loops]
+    if None in extents:
+        return
+    # the shortest innermost run of axes that holds whole vectors (memory-contiguous: the
+    # buffers are row-major); one axis alone keeps the indices affine
+    cut = next((k for k in range(len(loops) - 1, max(len(loops) - 3, -1), -1)
+                if math.prod(extents[k:]) % lanes == 0), None)
+    vec = 1 if cut is None else lanes
+    if cut is None:
+        # no whole vectors in a plane (14x14): the plane stays a serial loop with affine
+        # indices, which LLVM vectorises with a remainder; the outer axes run in parallel
+        outer = loops[:-2] if len(loops) > 2 else loops[:1]
+        vec = math.prod(extents[len(outer):])
+        if len(loops) - len(outer) > 1:
+            sch.fuse(*loops[len(outer):])
     else:
-        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-        total = _extent(sch, fused)
-        if total is None:
-            return
-        if total % lanes == 0:
-            fused, last_i = sch.split(fused, [None, lanes])
-            sch.vectorize(last_i)
-        outer = [fused]
+        suffix = sch.fuse(*loops[cut:]) if cut < len(loops) - 1 else loops[cut]
+        suffix_o, suffix_i = sch.split(suffix, [None, lanes])
+        sch.vectorize(suffix_i)
+        outer = loops[:cut] + [suffix_o]
     par = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     total = _extent(sch, par)
-    if total is not None and total * lanes >= _PARALLEL_MIN:
+    if total is not None and total * vec >= _PARALLEL_MIN:
         sch.parallel(par)
 
 
