@@ -243,6 +243,8 @@ def run(models=MODELS, threads=(1, 2), repeats: int = 30, warmup: int = 5, backe
 def _plot(result: dict, path: Path):
     import matplotlib
 
+    from edgeconv.bench.tvm import log_bars
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -250,19 +252,7 @@ def _plot(result: dict, path: Path):
     fig, axes = plt.subplots(len(threads), 1, figsize=(12, 4.2 * len(threads)), squeeze=False)
     keys = [k for k in BACKENDS if k in result["backends"]]
     for ax, th in zip(axes[:, 0], threads):
-        rows = result["threads"][th]
-        names = list(rows)
-        xs = np.arange(len(names))
-        width = 0.8 / len(keys)
-        for i, key in enumerate(keys):
-            vals = [rows[n].get(key, np.nan) for n in names]
-            ax.bar(xs + (i - (len(keys) - 1) / 2) * width, vals, width, label=key)
-        ax.set_yscale("log")
-        ax.set_xticks(xs)
-        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
-        ax.set_ylabel("ms (median, log)")
-        ax.set_title(f"batch 1, float32, {th} thread(s)")
-        ax.legend(fontsize=8, ncol=len(keys))
+        log_bars(ax, result["threads"][th], keys, f"batch 1, float32, {th} thread(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -82,8 +82,9 @@ def _vector_parallel(sch, loops, lanes: int) -> None:
         sch.parallel(par)
 
 
-class Elementwise(ScheduleRule):
-    """Fused injective chains: inline into the last block, one parallel vectorised pass."""
+class _GenericOpRule(ScheduleRule):
+    """A rule for the PrimFuncs of TVM's legalization (ours are skipped); ``_apply`` returns the
+    schedule or None, and a rule that fails leaves the function as legalized (correct, slower)."""
 
     def __init__(self, lanes: int):
         self.lanes = lanes
@@ -91,7 +92,20 @@ class Elementwise(ScheduleRule):
     def apply(self, func, target, _tunable):
         if not isinstance(func, tirx.PrimFunc) or _ours(func):
             return None
-        return _safely(self._apply, func)
+        try:
+            return self._apply(func)
+        except Exception:  # a primitive refused this function's structure
+            return None
+
+    def _apply(self, func):
+        raise NotImplementedError
+
+    def is_target_available(self, target) -> bool:
+        return "llvm" in target.keys or "cpu" in target.keys
+
+
+class Elementwise(_GenericOpRule):
+    """Fused injective chains: inline into the last block, one parallel vectorised pass."""
 
     def _apply(self, func):
         sch = s_tir.Schedule(func)
@@ -108,21 +122,10 @@ class Elementwise(ScheduleRule):
             _vector_parallel(sch, sch.get_loops(block), self.lanes)
         return sch
 
-    def is_target_available(self, target) -> bool:
-        return "llvm" in target.keys or "cpu" in target.keys
 
-
-class InnerSpatialReduction(ScheduleRule):
+class InnerSpatialReduction(_GenericOpRule):
     """One reduction (+ injective epilogue) whose innermost spatial axis is contiguous in memory:
     reduce outside it, vectorised over it (NCHW[b]c global average pool)."""
-
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-
-    def apply(self, func, target, _tunable):
-        if not isinstance(func, tirx.PrimFunc) or _ours(func):
-            return None
-        return _safely(self._apply, func)
 
     def _apply(self, func):
         sch = s_tir.Schedule(func)
@@ -163,20 +166,6 @@ class InnerSpatialReduction(ScheduleRule):
             sch.vectorize(sch.get_loops(info.block_rv)[-1])
         sch.decompose_reduction(block, reduce[0])
         return sch
-
-    def is_target_available(self, target) -> bool:
-        return "llvm" in target.keys or "cpu" in target.keys
-
-
-def _safely(apply, func):
-    """A rule that cannot schedule ``func`` leaves it as legalized (correct, just slower)."""
-    try:
-        return apply(func)
-    except Exception as err:
-        import os
-        if os.environ.get("EDGECONV_DEBUG_SCHEDULE"):
-            print("schedule failed:", err, func)
-        return None
 
 
 def _inner_is_contiguous(sch, block) -> bool:
