@@ -380,6 +380,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from edgeconv.analysis import profile
 
+    if args.backend == "tvm":
+        return _profile_tvm(args)
     model, shape, name = resolve_model(args.model, args.input)
     prof = profile(model, shape)
     if args.json:
@@ -402,6 +404,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for k, v in kind_summary(prof).items()
     ]
     _print_table("per kind", ("kind", "layers", "params", "MACs", "MAC share"), krows, right=(1, 2, 3, 4))
+    return 0
+
+
+def _profile_tvm(args: argparse.Namespace) -> int:
+    """Per-kernel time of MODEL compiled by edgeconv's TVM pipeline (the VM's instrumentation)."""
+    from edgeconv.bench.models import resolve_bench_model
+    from edgeconv.exporters.tvm.profile import format_profile, profile_model
+
+    model, shape, name = resolve_bench_model(args.model, args.input)
+    prof = profile_model(model, shape, threads=args.threads, runs=args.runs)
+    if args.json:
+        import json
+
+        print(json.dumps({"model": name, "input_shape": list(shape), "threads": args.threads, **prof.as_dict()},
+                         indent=2))
+    else:
+        print(f"{name} on {'x'.join(map(str, shape))}, TVM (edgeconv pipeline), {args.threads} thread(s)")
+        print(format_profile(prof, top=args.top))
     return 0
 
 
@@ -527,8 +547,10 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
         if any(a in ("-h", "--help") for a in rest):
             sys.stdout.write(args.bench_help())
             return 0
-        raise CLIError("bench needs a benchmark name: kernels, tvm or model")
-    module_name = {"model": "edgeconv.bench.model", "kernels": "edgeconv.bench.kernels", "tvm": "edgeconv.bench.tvm"}[which]
+        raise CLIError("bench needs a benchmark name: kernels, tvm, model or models")
+    from edgeconv.bench.__main__ import BENCHMARKS
+
+    module_name = BENCHMARKS[which]
     try:
         module = importlib.import_module(module_name)
         bench_main = module.main
@@ -626,10 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-params", action="store_true", help="do not instantiate models to count parameters")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("profile", parents=[common], help="per-layer params/MACs of a model")
-    p.add_argument("model", help="registered name or path/to/file.py:factory")
+    p = sub.add_parser("profile", parents=[common],
+                       help="per-layer params/MACs of a model; --backend tvm: time per compiled kernel")
+    p.add_argument("model", help="registered name, pytorchcv:NAME or path/to/file.py:factory")
     p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--backend", choices=("tvm",), default=None,
+                   help="tvm: compile with edgeconv's TVM pipeline and time every kernel (VM instrumentation)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="--backend tvm: runtime threads (default 1)")
+    p.add_argument("--runs", type=_positive_int, default=20, help="--backend tvm: profiled runs, medians (default 20)")
+    p.add_argument("--top", type=_positive_int, default=25, help="--backend tvm: kernels listed (default 25)")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("export", parents=[common], help="export a model to ONNX")
@@ -666,10 +694,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("bench", parents=[common], add_help=False,
-                       help="benchmarks: kernels | tvm | model (extra args passed on)",
+                       help="benchmarks: kernels | tvm | model | models (extra args passed on)",
                        description="Run a benchmark; arguments after its name go to it "
                                    "('edgeconv bench model --help' shows them).")
-    p.add_argument("what", nargs="?", choices=("kernels", "tvm", "model"), help="benchmark to run")
+    p.add_argument("what", nargs="?", choices=("kernels", "tvm", "model", "models"), help="benchmark to run")
     p.add_argument("--rpc", dest="rpc_raw", type=str, default=None, metavar="HOST:PORT[/KEY]",
                    help="run TVM modules on a remote device (tvm, model)")
     p.set_defaults(func=cmd_bench, passthrough=True, bench_help=p.format_help)

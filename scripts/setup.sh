@@ -26,6 +26,9 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 .venv/bin/python -m pip install -q --upgrade pip
 # The constraints file pins torch to the CPU build on this machine (a bare `torch` would pull CUDA).
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+# pytorchcv (third-party models of `python -m edgeconv.bench models`): --no-deps, since its
+# torchvision requirement (one model only) cannot load next to the CPU torch build.
+.venv/bin/python -m pip install -q --no-deps "pytorchcv==$(sed -n 's/^pytorchcv==//p' constraints.txt)"
 
 # aarch64 runtime libraries (onnxruntime, TVM) for the emulated ARM checks; needs the venv's pip.
 PYTHON=.venv/bin/python bash scripts/fetch_arm_runtime.sh

@@ -10,6 +10,7 @@ BENCHMARKS = {
     "kernels": "edgeconv.bench.kernels",
     "tvm": "edgeconv.bench.tvm",
     "model": "edgeconv.bench.model",
+    "models": "edgeconv.bench.models",
 }
 
 

@@ -283,6 +283,22 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+def log_bars(ax, rows: dict, keys, title: str) -> None:
+    """Grouped bars of ``rows[name][key]`` (ms) per row name, log scale."""
+    names = list(rows)
+    xs = np.arange(len(names))
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        vals = [rows[n].get(key, np.nan) for n in names]
+        ax.bar(xs + (i - (len(keys) - 1) / 2) * width, vals, width, label=key)
+    ax.set_yscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("ms (median, log)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=len(keys))
+
+
 def _plot(result: dict, path: Path):
     import matplotlib
 
@@ -292,20 +308,7 @@ def _plot(result: dict, path: Path):
     threads = list(result["threads"])
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
     for ax, th in zip(axes[0], threads):
-        rows = result["threads"][th]
-        names = list(rows)
-        xs = np.arange(len(names))
-        keys = ("edgeconv", "edgeconv_nchw", "ort", "stock")
-        width = 0.8 / len(keys)
-        for i, key in enumerate(keys):
-            vals = [rows[n].get(key, np.nan) for n in names]
-            ax.bar(xs + (i - (len(keys) - 1) / 2) * width, vals, width, label=key)
-        ax.set_yscale("log")
-        ax.set_xticks(xs)
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("ms (median, log)")
-        ax.set_title(f"{th} thread(s)")
-        ax.legend(fontsize=8)
+        log_bars(ax, result["threads"][th], ("edgeconv", "edgeconv_nchw", "ort", "stock"), f"{th} thread(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

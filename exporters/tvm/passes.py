@@ -40,6 +40,8 @@ from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir
 from .conv import (DEFAULT_OVERRIDES, ConvSpec, PlanOverrides, TargetInfo, schedule_conv2d, schedule_separable,
                    separable_name)
 from .conv_blocked import schedule_blocked
+from .elementwise import LegalizeVectorMath, ScheduleGenericOps
+from .gemv import is_gemv, lower_gemv
 from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstantDataMovement, ScheduleLayoutTransforms,
                      SplitAsSections)
 
@@ -155,6 +157,7 @@ class _Lowering:
         if spec is None:
             return None
         args = [conv.args[0], conv.args[1]]
+        bias_vec = None
         if bias_const is not None:
             bias_vec = _bias_vector(bias_const, spec.O, spec.block)
             if bias_vec is None:
@@ -162,6 +165,8 @@ class _Lowering:
             args.append(relax.const(bias_vec.reshape(_bias_shape(spec)), "float32"))
         n = conv.args[0].ty.shape.values[0]  # static, or the model's symbolic batch
         out_shape = _data_shape(spec, n, spec.O, spec.OH, spec.OW)
+        if is_gemv(spec, conv.args[1]):
+            return lower_gemv(conv, spec, self._gvar, bias_vec, out_shape, self.tinfo.lanes)
         flatten = spec.KH == spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0) \
             and spec.groups == 1 and spec.H > 1
         if flatten:
@@ -355,7 +360,8 @@ class LowerConv2d:
         self.fuse_separable = fuse_separable
         self.conv = is_op("relax.nn.conv2d")(wildcard(), wildcard())
         self.bias = is_const()
-        self.biased = is_op("relax.add")(self.conv, self.bias) | is_op("relax.add")(self.bias, self.conv)
+        self.add_cb, self.add_bc = is_op("relax.add")(self.conv, self.bias), is_op("relax.add")(self.bias, self.conv)
+        self.biased = self.add_cb | self.add_bc
         self.biased_acts = _ActPatterns(self.biased)
         self.plain_acts = _ActPatterns(self.conv)
         self.matmul = is_op("relax.matmul")(wildcard(), wildcard())
@@ -391,8 +397,12 @@ class LowerConv2d:
 
     def _rewrite(self, func: relax.Function, state: _Lowering) -> relax.Function:
         for acts in (self.biased_acts, self.plain_acts):
-            func = rewrite_call(acts.pattern, lambda orig, m, acts=acts: self._with_act(orig, m, acts, state), func)
-        func = rewrite_call(self.biased, lambda orig, m: _or(orig, state.lower(m[self.conv], m[self.bias])), func)
+            uses = _bound_uses(func)
+            func = rewrite_call(acts.pattern, lambda orig, m, acts=acts, uses=uses:
+                                self._with_act(orig, m, acts, state, uses), func)
+        uses = _bound_uses(func)
+        func = rewrite_call(self.biased, lambda orig, m: orig if _shared(uses, m, self.conv) else
+                            _or(orig, state.lower(m[self.conv], m[self.bias])), func)
         func = rewrite_call(self.conv, lambda orig, _m: _or(orig, state.lower(orig)), func)
         func = rewrite_call(self.matmul, lambda orig, _m: _or(orig, state.lower_matmul(orig)), func)
         if self.fuse_separable:
@@ -400,9 +410,9 @@ class LowerConv2d:
             func = rewrite_call(self.separable, lambda orig, m: self._fuse(orig, m, state, counts), func)
         return func
 
-    def _with_act(self, orig, m, acts: _ActPatterns, state: _Lowering):
+    def _with_act(self, orig, m, acts: _ActPatterns, state: _Lowering, uses: dict):
         act, clp = acts.act_of(orig, m)
-        if act is None:
+        if act is None or _shared(uses, m, self.conv, self.add_cb, self.add_bc, acts.max, acts.min):
             return orig
         return _or(orig, state.lower(m[self.conv], m[self.bias] if self.bias in m else None, act, clp))
 
@@ -433,6 +443,18 @@ class LowerConv2d:
 
 def _or(orig, new):
     return orig if new is None else new
+
+
+def _bound_uses(func: relax.Function) -> dict:
+    """bound value -> number of uses of the variable it is bound to."""
+    counts = _use_counts(func)
+    return {bd.value: counts.get(bd.var, 0) for blk in func.body.blocks for bd in blk.bindings}
+
+
+def _shared(uses: dict, m, *pats) -> bool:
+    """Whether an intermediate of the match is used elsewhere too (hardswish: y * clip(y + 3)):
+    fusing would then compute the conv twice."""
+    return any(uses.get(m[p], 0) > 1 for p in pats if p in m)
 
 
 def ClampAsOps() -> tvm.transform.Pass:
@@ -501,6 +523,7 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
             ScheduleLayoutTransforms(),
             relax.transform.DeadCodeElimination(),
             *cpu_generic.library_dispatch_passes(target),
+            LegalizeVectorMath(),  # sigmoid on a vectorisable exp; the stock LegalizeOps does the rest
             # TVM's CPU legalization: LegalizeOps, then (with fuse) pattern annotation and fusion
             *(cpu_generic.legalize_passes(target) if fuse else [relax.transform.LegalizeOps()]),
         ]
@@ -529,6 +552,9 @@ def edgeconv_pipeline(family: str | None = None, tinfo: TargetInfo | None = None
     @tvm.transform.module_pass(opt_level=0, name=f"edgeconv_pipeline_{family or 'auto'}")
     def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
         mod = stage1(mod)
+        # the elementwise chains and reductions that legalization leaves unscheduled
+        lanes = (tinfo or target_info(tvm.target.Target.current(allow_none=True), family)).lanes
+        mod = ScheduleGenericOps(lanes)(mod)
         return edgeconv_stage2()(mod)
 
     return _pipeline

@@ -63,6 +63,8 @@ SPECS = {
     "group3_s2": dict(C=32, O=64, K=3, groups=2, stride=(2, 2)),
     "dense3": dict(C=16, O=32, K=3, groups=1),
     "pointwise": dict(C=16, O=48, K=1, groups=1),
+    # weights outweigh the input: the output-channel-tile-outer loop order
+    "dense3_deep_small_image": dict(C=64, O=64, K=3, groups=1, hw=(5, 7)),
 }
 
 
@@ -75,7 +77,7 @@ def test_blocked_kernel_matches_torch(name, family):
     k = p["K"]
     dil = p.get("dilation", (1, 1))
     pad = dil[0] * (k // 2)
-    spec = ConvSpec(2, p["C"], 17, 23, p["O"], k, k, p.get("stride", (1, 1)), (pad, pad, pad, pad), dil,
+    spec = ConvSpec(2, p["C"], *p.get("hw", (17, 23)), p["O"], k, k, p.get("stride", (1, 1)), (pad, pad, pad, pad), dil,
                     p["groups"], bias=True, act="clip", clip=(-0.5, 0.5), block=tinfo.lanes)
     assert blocked_supported(spec, tinfo.lanes)
     rng = np.random.default_rng(0)
