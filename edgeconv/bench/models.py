@@ -13,7 +13,7 @@ plus our zoo's ``edgenet`` and ``dcn_resnet18``; each model is exported once wit
 
 Every (thread count, model) runs in its own subprocess: TVM's pool reads ``TVM_NUM_THREADS`` on
 first use and a crash of one runtime loses one row only. The runtimes are timed interleaved in
-seeded shuffled blocks with pauses (``edgeconv.bench.tvm._interleaved``); medians of wall time,
+seeded shuffled blocks with pauses (``edgeconv.bench.tvm.interleaved``); medians of wall time,
 compile times, and parity ``max|out - torch| / max|torch|`` per backend. Writes ``models.json``
 and ``models.png`` into ``--out`` and prints the table with geometric means.
 """
@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from edgeconv.bench.tvm import cpu_name, interleaved, max_rel_err
 
 # benchmark name -> pytorchcv module (``pytorchcv.models.<module>.<name>``)
 PYTORCHCV = {
@@ -82,10 +84,6 @@ def resolve_bench_model(spec: str, input_shape=None):
 
 
 # --------------------------------------------------------------------------- one model, one process
-def _rel_err(out, ref) -> float:
-    return float(np.abs(np.asarray(out).reshape(ref.shape) - ref).max() / max(np.abs(ref).max(), 1e-12))
-
-
 def _setup_backends(proto, path: str, shape, x, threads: int, backends, row: dict) -> dict:
     """Build every backend; return {backend: zero-argument run function}. Failures go into ``row``."""
     fns = {}
@@ -98,7 +96,7 @@ def _setup_backends(proto, path: str, shape, x, threads: int, backends, row: dic
             row[key + "_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
             return
         row[key + "_compile_s"] = time.perf_counter() - t0
-        row[key + "_rel_err"] = _rel_err(out, row["_ref"])
+        row[key + "_rel_err"] = max_rel_err(out, row["_ref"])
         fns[key] = fn
 
     in_name = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}][0]
@@ -152,7 +150,6 @@ def _worker(name: str, threads: int, repeats: int, warmup: int, backends) -> dic
     import onnx
     import torch
 
-    from edgeconv.bench.tvm import _interleaved
     from edgeconv.exporters.onnx import export_onnx
 
     torch.set_num_threads(threads)
@@ -169,7 +166,7 @@ def _worker(name: str, threads: int, repeats: int, warmup: int, backends) -> dic
         proto = onnx.load(path)
         fns = _setup_backends(proto, path, shape, x, threads, backends, row)
         # stock TVM takes 0.05-2.5 s per run: cap its time, the others get the full repeats
-        timed = _interleaved(fns, warmup, repeats, {"stock": 6.0}) if fns else {}
+        timed = interleaved(fns, warmup, repeats, {"stock": 6.0}) if fns else {}
     del row["_ref"]
     for key, (wall, cpu) in timed.items():
         row[key], row[key + "_cpu"] = wall, cpu
@@ -203,11 +200,10 @@ def summarize(result: dict) -> dict:
 
 def run(models=MODELS, threads=(1, 2), repeats: int = 30, warmup: int = 5, backends=BACKENDS,
         out: str | os.PathLike | None = "bench-results", plot: bool = True) -> dict:
-    from edgeconv.bench.tvm import _cpu_name
 
     result = {
         "benchmark": "models",
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count()},
         "load_before": _load(),
         "repeats": repeats,
         "backends": list(backends),

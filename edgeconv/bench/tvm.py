@@ -149,7 +149,7 @@ def build_case(name: str):
 
 
 # --------------------------------------------------------------------------- timing
-def _interleaved(fns: dict, warmup: int, repeats: int, budgets: dict, block: int = 5, pause: float = 0.1) -> dict:
+def interleaved(fns: dict, warmup: int, repeats: int, budgets: dict, block: int = 5, pause: float = 0.1) -> dict:
     """Time several runtimes in alternating blocks of ``block`` runs (shuffled order, seeded), so that load
     from other processes on a shared machine hits all of them alike. Between blocks we pause
     (``pause`` s) so that spinning worker threads of one runtime's pool (onnxruntime and TVM both
@@ -207,7 +207,7 @@ def _worker(cases, threads: int, repeats: int, warmup: int, stock: bool) -> dict
             compiled = compile_tvm(model, target="x86", layout=layout)
             row[key + "_compile_s"] = time.perf_counter() - t0
             out = compiled.vm["main"](xt).numpy()
-            row[key + "_max_rel_err"] = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12))
+            row[key + "_max_rel_err"] = max_rel_err(out, ref)
             fns[key] = functools.partial(compiled.vm["main"], xt)
 
         if stock:
@@ -218,7 +218,7 @@ def _worker(cases, threads: int, repeats: int, warmup: int, stock: bool) -> dict
             svm = relax.VirtualMachine(ex, dev)
             svm["main"](xt)
             fns["stock"] = lambda: svm["main"](xt)
-        timed = _interleaved(fns, warmup, repeats, {"stock": 8.0})
+        timed = interleaved(fns, warmup, repeats, {"stock": 8.0})
         for k, (wall, cpu) in timed.items():
             row[k], row[k + "_cpu"] = wall, cpu
         results[name] = row
@@ -234,7 +234,7 @@ def run(cases=None, threads=(1, 2), repeats: int = 50, warmup: int = 10, stock: 
     cases = list(cases or CASES)
     result = {
         "benchmark": "tvm",
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count()},
         "repeats": repeats,
         "unit": "ms (median)",
         "threads": {},
@@ -272,7 +272,13 @@ def run(cases=None, threads=(1, 2), repeats: int = 50, warmup: int = 10, stock: 
     return result
 
 
-def _cpu_name() -> str:
+def max_rel_err(out, ref) -> float:
+    """max |out - ref| / max |ref|: the parity figure of the TVM and model benchmarks."""
+    ref = np.asarray(ref)
+    return float(np.abs(np.asarray(out).reshape(ref.shape) - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
