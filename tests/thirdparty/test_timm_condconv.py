@@ -71,6 +71,21 @@ def test_bare_condconv_exports_as_dynamic_conv2d(timm, case):
             assert rel_err(run(proto, x, custom_ops=False), ref) <= REL
 
 
+def test_bare_condconv_with_routing_input(timm):
+    """A CondConv2d on its own: two graph inputs (x, routing weights), both with a dynamic batch."""
+    torch.manual_seed(0)
+    module = timm.layers.CondConv2d(6, 10, 3, padding="", bias=True, num_experts=4).eval()
+    converted = edgeconv.convert(module)
+    x, r = torch.randn(1, 6, 7, 7), torch.rand(1, 4)
+    proto = edgeconv.export_onnx(converted, (x, r))
+    assert all(i.type.tensor_type.shape.dim[0].dim_param == "batch" for i in proto.graph.input)
+    sess = edgeconv.ort_session(proto)
+    x3, r3 = torch.randn(3, 6, 7, 7), torch.rand(3, 4)
+    y = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], (x3.numpy(), r3.numpy()))))[0]
+    with torch.no_grad():
+        assert rel_err(y, module(x3, r3).numpy()) <= REL
+
+
 def test_unconverted_condconv_fails_in_one_clean_line(timm):
     model = Routed(timm, bias=True).eval()
     with pytest.raises(ExportError) as info:
@@ -100,10 +115,14 @@ def test_convert_keeps_weights_training_state_and_other_modules(timm):
         edgeconv.convert("model")
 
 
-@pytest.mark.slow  # ~20 s alone (the export of 24 blocks), ~50 s on a loaded machine
-def test_efficientnet_cc_b0_4e_batch_1_and_3_from_one_export(timm, tmp_path):
-    torch.manual_seed(0)
-    model = timm.create_model("efficientnet_cc_b0_4e", pretrained=False).eval()
+# Whole network: float32 rounding differences compound through its ~80 convolutions (amplified
+# by calibrated BatchNorm). onnxruntime's own plain-Conv export of this model (dynamic_batch=False)
+# differs from PyTorch by 2.0e-5 (measured), ours by 1.7e-5; 1e-4 is deploy's default tolerance.
+REL_MODEL = 1e-4
+
+
+def test_efficientnet_cc_b0_4e_batch_1_and_3_from_one_export(timm, byom_models, tmp_path):
+    model = byom_models.efficientnet_cc(convert=False)
     converted = edgeconv.convert(model)
     x1, x3 = torch.randn(1, 3, 96, 96), torch.randn(3, 3, 96, 96)
     proto = edgeconv.export_onnx(converted, (x1,), tmp_path / "cc.onnx")
@@ -113,8 +132,10 @@ def test_efficientnet_cc_b0_4e_batch_1_and_3_from_one_export(timm, tmp_path):
     with torch.no_grad():
         for x in (x1, x3):
             y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+            ref = model(x).numpy()
             assert y.shape == (x.shape[0], 1000)
-            assert rel_err(y, model(x).numpy()) <= REL
+            assert rel_err(converted(x).numpy(), ref) <= 1e-6
+            assert rel_err(y, ref) <= REL_MODEL
 
 
 def test_other_export_failures_are_one_clean_line(monkeypatch):
