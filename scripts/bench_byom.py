@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def worker(threads: int, repeats: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "thirdparty"))
     import byom_models
-    import numpy as np
-    import timm
     import torch
 
     import edgeconv
@@ -31,8 +29,7 @@ def worker(threads: int, repeats: int) -> dict:
 
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     tmp = Path(tempfile.mkdtemp())
-    torch.manual_seed(0)
-    cc = timm.create_model("efficientnet_cc_b0_4e", pretrained=False).eval()
+    cc = byom_models.efficientnet_cc(convert=False)
     dcn = byom_models.dcn()
     exports = {
         "cc dynamic (edgeconv.DynamicConv2d)": (cc, edgeconv.convert(cc), {}, "require"),

@@ -178,8 +178,7 @@ def _raise_translation_error(exc: BaseException, program) -> None:
             module, cls = _find_module(program, node)
             where = f" translating {node}" + (f" in module '{module}'" + (f" ({cls})" if cls else "")
                                                if module else "")
-        hint = (" If the model computes shapes from the batch size, export with dynamic_batch=False."
-                if _has_symbolic_batch(program) else "")
+        hint = f" {_STATIC_BATCH_HINT}" if _has_symbolic_batch(program) else ""
         raise ExportError(f"edgeconv ONNX export failed{where}: "
                           f"{_clean(f'{type(root).__name__}: {root}')}.{hint}") from exc
     module, cls = _find_module(program, op)
@@ -197,6 +196,7 @@ def _short(exc: BaseException, limit: int = 2000) -> str:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_STATIC_BATCH_HINT = "If the model computes shapes from the batch size, export with dynamic_batch=False."
 
 
 def _clean(text: str, limit: int = 300) -> str:
@@ -280,10 +280,13 @@ def _torch_export(model, args, dynamic_shapes):
         with _quiet(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
             return torch.export.export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
-        hint = ""
-        if dynamic_shapes is not None and re.search(r"[Cc]onstraint|specializ|guard", str(exc)):
-            hint = " (the model specializes the batch dimension; try dynamic_batch=False)"
-        raise ExportError(f"torch.export failed{hint}: {_clean(_short(exc))}") from exc
+        cause = _clean(f"{type(exc).__name__}: {exc}")
+        if dynamic_shapes is None:
+            raise ExportError(f"torch.export failed: {cause}") from exc
+        if re.search(r"[Cc]onstraint|specializ|guard", str(exc)):
+            raise ExportError("torch.export failed (the model specializes the batch dimension; try "
+                              f"dynamic_batch=False): {cause}") from exc
+        raise ExportError(f"torch.export failed: {cause}. {_STATIC_BATCH_HINT}") from exc
 
 
 _REGISTRY_CACHE: dict = {}
