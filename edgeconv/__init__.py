@@ -26,6 +26,8 @@ _LAZY = {
     "check_parity": "edgeconv.exporters.onnx",
     "compile_tvm": "edgeconv.exporters.tvm",
     "get_library_path": "edgeconv._library",
+    "convert": "edgeconv.thirdparty",
+    "thirdparty": "edgeconv.thirdparty",
 }
 
 __all__ = ["functional", "__version__", *_LAZY]

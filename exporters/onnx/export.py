@@ -127,7 +127,7 @@ def _node_target_name(node) -> str:
 
 
 def _find_module(program, op: str | None):
-    """(module path, module class name, op qualname) of the first graph node running ``op``."""
+    """(module path, module class name) of the first graph node running ``op``."""
     if program is None or op is None:
         return None, None
     short = op.split(".default")[0]
@@ -144,15 +144,17 @@ def _find_module(program, op: str | None):
     match = next((n for n in calls if exact(_node_target_name(n), n)), None)
     if match is None:
         match = next((n for n in calls if fuzzy(_node_target_name(n), n)), None)
-    for node in [match] if match is not None else []:
-        stack = node.meta.get("nn_module_stack") or {}
-        if not stack:
-            return "<root>", None
-        path, cls = list(stack.values())[-1]
-        cls_name = getattr(cls, "__name__", None) or str(cls).rsplit(".", 1)[-1].strip("'>")
-        path = re.sub(r"L\['self'\]\.?", "", path) or "<root>"
-        return path, cls_name
-    return None, None
+    return _node_module(match) if match is not None else (None, None)
+
+
+def _node_module(node):
+    """(module path, module class name) of the innermost module that ran graph ``node``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "<root>", None
+    path, cls = list(stack.values())[-1]
+    cls_name = getattr(cls, "__name__", None) or str(cls).rsplit(".", 1)[-1].strip("'>")
+    return re.sub(r"L\['self'\]\.?", "", path) or "<root>", cls_name
 
 
 def _qualname(op: str) -> str:
@@ -169,7 +171,16 @@ def _raise_translation_error(exc: BaseException, program) -> None:
             if type(e).__name__ == "TranslationError":
                 raise ExportError(f"edgeconv ONNX export failed: {e}") from exc
             e = e.__cause__ or e.__context__
-        raise ExportError(f"edgeconv ONNX export failed: {_short(exc)}") from exc
+        root = _root_cause(exc)
+        node = _failing_node(exc)
+        where = ""
+        if node is not None:
+            module, cls = _find_module(program, node)
+            where = f" translating {node}" + (f" in module '{module}'" + (f" ({cls})" if cls else "")
+                                               if module else "")
+        hint = f" {_STATIC_BATCH_HINT}" if _has_symbolic_batch(program) else ""
+        raise ExportError(f"edgeconv ONNX export failed{where}: "
+                          f"{_clean(f'{type(root).__name__}: {root}')}.{hint}") from exc
     module, cls = _find_module(program, op)
     where = f" used by module '{module}'" + (f" ({cls})" if cls else "") if module else ""
     raise ExportError(
@@ -182,6 +193,68 @@ def _raise_translation_error(exc: BaseException, program) -> None:
 def _short(exc: BaseException, limit: int = 2000) -> str:
     s = f"{type(exc).__name__}: {exc}"
     return s if len(s) <= limit else s[:limit] + " ..."
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_STATIC_BATCH_HINT = "If the model computes shapes from the batch size, export with dynamic_batch=False."
+
+
+def _clean(text: str, limit: int = 300) -> str:
+    """``text`` as one line: no ANSI colour codes, whitespace runs collapsed, at most ``limit``."""
+    text = " ".join(_ANSI.sub("", text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of the ``__cause__``/``__context__`` chain (the real error:
+    torch.onnx wraps it in several ConversionErrors whose text is generic advice)."""
+    seen, e = {id(exc)}, exc
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        e = nxt
+    return e
+
+
+def _failing_node(exc: BaseException) -> str | None:
+    """The aten op torch.onnx was translating when it failed (``aten.conv2d.default``), if named."""
+    e: BaseException | None = exc
+    while e is not None:
+        m = re.search(r"Error when translating node .*?target=torch\.ops\.([\w.]+)\]", str(e))
+        if m is not None:
+            return m.group(1)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+_CONV_GROUPS_ARG = {"aten.conv2d.default": 6, "aten.convolution.default": 8, "aten.conv1d.default": 6,
+                    "aten.conv3d.default": 6}
+
+
+def _has_symbolic_batch(program) -> bool:
+    return program is not None and any(
+        isinstance(d, torch.SymInt) for n in program.graph.nodes if n.op == "placeholder"
+        for d in getattr(n.meta.get("val"), "shape", ()))
+
+
+def _check_constant_groups(program) -> None:
+    """ONNX ``Conv`` needs a constant ``group``. A convolution whose groups come from a tensor
+    size (the batch folded into groups, as timm's ``CondConv2d`` does) cannot be exported with a
+    dynamic batch: say so in one line, naming the module, instead of torch.onnx's traceback."""
+    for node in program.graph.nodes:
+        index = _CONV_GROUPS_ARG.get(str(node.target)) if node.op == "call_function" else None
+        if index is None:
+            continue
+        groups = node.kwargs.get("groups", node.args[index] if len(node.args) > index else 1)
+        if not isinstance(groups, torch.fx.Node):
+            continue
+        module, cls = _node_module(node)
+        where = f" in module '{module}'" + (f" ({cls})" if cls else "") if module else ""
+        raise ExportError(
+            f"cannot export with a dynamic batch: the convolution{where} takes its groups from the "
+            "batch size (the batch is folded into the channels, as timm's CondConv2d does), and "
+            "ONNX Conv needs a constant group. Remedy: model = edgeconv.convert(model) (swaps "
+            "known third-party modules for edgeconv layers with the same weights), or export "
+            "with dynamic_batch=False.", op=_qualname(str(node.target)), module=module, module_type=cls)
 
 
 # --------------------------------------------------------------------------- torch side
@@ -207,10 +280,13 @@ def _torch_export(model, args, dynamic_shapes):
         with _quiet(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
             return torch.export.export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
-        hint = ""
-        if dynamic_shapes is not None and re.search(r"[Cc]onstraint|specializ|guard", str(exc)):
-            hint = " (the model specializes the batch dimension; try dynamic_batch=False)"
-        raise ExportError(f"torch.export failed{hint}: {_short(exc)}") from exc
+        cause = _clean(f"{type(exc).__name__}: {exc}")
+        if dynamic_shapes is None:
+            raise ExportError(f"torch.export failed: {cause}") from exc
+        if re.search(r"[Cc]onstraint|specializ|guard", str(exc)):
+            raise ExportError("torch.export failed (the model specializes the batch dimension; try "
+                              f"dynamic_batch=False): {cause}") from exc
+        raise ExportError(f"torch.export failed: {cause}. {_STATIC_BATCH_HINT}") from exc
 
 
 _REGISTRY_CACHE: dict = {}
@@ -595,6 +671,7 @@ def export_onnx(
     _ensure_torch_ops()
     register_schemas()
     program = _torch_export(model, args, _dynamic_shapes(args, dynamic_batch))
+    _check_constant_groups(program)
     proto = _onnx_translate(program, opset)
     got = _default_opset(proto)
     if got != max(opset, TRANSLATION_OPSET):

@@ -1,19 +1,23 @@
-"""onnxscript translations of the ``edgeconv::`` torch ops (one file per op, torch_lib style)."""
+"""onnxscript translations of the ``edgeconv::`` torch ops and of third-party ops that map onto
+the ``edgeconv`` domain (one file per op, torch_lib style)."""
 
 from __future__ import annotations
 
 from .edgeconv_deform_conv2d import edgeconv_deform_conv2d
 from .edgeconv_dynamic_conv2d import edgeconv_dynamic_conv2d
+from .torchvision_deform_conv2d import torchvision_deform_conv2d
 
 #: torch op name (``namespace::name``) -> translation function
 TRANSLATIONS = {
     "edgeconv::deform_conv2d": edgeconv_deform_conv2d,
     "edgeconv::dynamic_conv2d": edgeconv_dynamic_conv2d,
+    "torchvision::deform_conv2d": torchvision_deform_conv2d,
 }
 
 
 def translation_table() -> dict:
-    """``custom_translation_table`` for ``torch.onnx.export`` (only ops that exist in torch.ops)."""
+    """``custom_translation_table`` for ``torch.onnx.export`` (only ops that exist in torch.ops:
+    looking one up never imports the package that defines it)."""
     import torch
 
     table = {}
@@ -25,4 +29,5 @@ def translation_table() -> dict:
     return table
 
 
-__all__ = ["TRANSLATIONS", "edgeconv_deform_conv2d", "edgeconv_dynamic_conv2d", "translation_table"]
+__all__ = ["TRANSLATIONS", "edgeconv_deform_conv2d", "edgeconv_dynamic_conv2d", "torchvision_deform_conv2d",
+           "translation_table"]
