@@ -179,9 +179,11 @@ class _Lowering:
         return relax.op.reshape(call, out_shape) if flatten else call
 
     def lower_matmul(self, call: relax.Call):
-        """``matmul(a (.., M, K), b (.., K, N))`` with unit leading dims -> our pointwise kernel on
-        ``b`` viewed as 1 x K x 1 x N, ``a`` as M x K x 1 x 1 weights (TVM legalizes matmul to an
-        unscheduled loop nest: 2.8 ms for the 64x576x64 product of a decomposed deformable conv).
+        """``matmul(a (.., M, K), b (.., K, N))`` -> our pointwise kernel (TVM legalizes matmul to
+        an unscheduled loop nest: 2.8 ms for the 64x576x64 product of a decomposed deformable
+        conv). ``b`` is the image (batch, G*K, 1, N), ``a`` the weights (G*M, K, 1, 1): leading
+        dims of ``a`` (``G``, e.g. the groups of a decomposed grouped deformable conv) become conv
+        groups, the leading dims of ``b`` beyond them the batch.
         """
         a, b = static_shape(call.args[0]), static_shape(call.args[1])
         out = static_shape(call)
@@ -190,13 +192,15 @@ class _Lowering:
         if any(arg.ty.dtype != "float32" for arg in call.args) or str(call.attrs.out_dtype) not in ("", "float32",
                                                                                                   "None"):
             return None
-        if math.prod(a[:-2]) != 1 or math.prod(b[:-2]) != 1:
+        layout = _matmul_as_conv(a, b)
+        if layout is None:
             return None
-        (M, K), N = a[-2:], b[-1]
-        spec = ConvSpec(1, K, 1, N, M, 1, 1)
-        data = relax.op.reshape(call.args[1], [1, K, 1, N])
-        weight = relax.op.reshape(call.args[0], [M, K, 1, 1])
-        res = relax.call_tir(self._gvar(spec), [data, weight], relax.TensorType([1, M, 1, N], "float32"))
+        batch, groups, M = layout
+        K, N = a[-1], b[-1]
+        spec = ConvSpec(batch, groups * K, 1, N, groups * M, 1, 1, groups=groups)
+        data = relax.op.reshape(call.args[1], [batch, groups * K, 1, N])
+        weight = relax.op.reshape(call.args[0], [groups * M, K, 1, 1])
+        res = relax.call_tir(self._gvar(spec), [data, weight], relax.TensorType([batch, groups * M, 1, N], "float32"))
         return relax.op.reshape(res, out)
 
     def separable(self, dw: ConvSpec, pw: ConvSpec) -> tvm.ir.GlobalVar | None:
@@ -211,6 +215,21 @@ def _data_shape(spec: ConvSpec, n: int, c: int, h: int, w: int) -> list[int]:
 
 def _bias_shape(spec: ConvSpec) -> tuple:
     return (spec.O // spec.block, spec.block) if spec.block else (spec.O,)
+
+
+def _matmul_as_conv(a: tuple, b: tuple) -> tuple[int, int, int] | None:
+    """(batch, groups, output channels per group) of ``matmul(a, b)`` as a grouped pointwise
+    conv, or None when the leading (broadcast) dims are not ``b``'s batch dims followed by
+    ``a``'s stack of matrices."""
+    a_lead, b_lead, M = list(a[:-2]), list(b[:-2]), a[-2]
+    while a_lead and a_lead[0] == 1:
+        a_lead.pop(0)
+    if math.prod(b_lead) == 1:  # one b for every matrix of a: a single, taller weight matrix
+        return 1, 1, M * math.prod(a_lead)
+    if a_lead and b_lead[-len(a_lead):] != a_lead:
+        return None
+    groups = math.prod(a_lead)
+    return math.prod(b_lead) // groups, groups, M
 
 
 def _use_counts(func: relax.Function) -> dict:
@@ -252,7 +271,7 @@ def _why_generic(call: relax.Call) -> str:
         if static_shape(arg) is None:
             return f"symbolic dim in shape {arg.ty.shape}"
     if op == "relax.matmul":
-        return "batched matmul (leading dims > 1)"
+        return "matmul whose leading dims are neither a batch nor groups"
     return f"layout {call.attrs.data_layout}/{call.attrs.kernel_layout}"
 
 

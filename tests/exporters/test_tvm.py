@@ -470,9 +470,14 @@ def test_edgeconv_custom_ops_compile_through_their_standard_op_form():
 @pytest.mark.parametrize("a_shape,b_shape,const", [
     ((1, 24, 72), (1, 1, 72, 40), "a"),  # decomposed deformable conv: weights @ columns
     ((1, 64), (64, 19), "b"),  # classifier: features @ weights
-    ((3, 8, 16), (3, 16, 8), None),  # batched: left to TVM's lowering, still correct
+    ((2, 12, 36), (1, 2, 36, 50), "a"),  # decomposed grouped deformable conv: groups
+    ((2, 12, 36), (3, 2, 36, 50), "a"),  # ... at batch 3: groups inside a batch
+    ((3, 8, 16), (3, 16, 8), None),  # batched matmul of two inputs: groups of runtime weights
+    ((1, 8, 16), (4, 16, 10), None),  # one a for every b: the batch
+    ((3, 8, 16), (16, 10), "b"),  # one b for every a: a taller weight matrix
+    ((2, 3, 8, 16), (3, 16, 8), None),  # a broadcast over b's groups: left to TVM, still correct
 ])
-def test_matmul_runs_on_our_pointwise_kernel(a_shape, b_shape, const):
+def test_matmul_runs_on_our_conv_kernels(a_shape, b_shape, const):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(8)
@@ -490,4 +495,4 @@ def test_matmul_runs_on_our_pointwise_kernel(a_shape, b_shape, const):
     # float32 sums of at most 72 products
     assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
     names = [gv.name_hint for gv in _lowered(proto).get_global_vars()]
-    assert any(n.startswith("ec_pointwise") for n in names) == (const is not None), names
+    assert any(n.startswith(("ec_pointwise", "ec_group")) for n in names) == (len(a_shape) < 4), names
