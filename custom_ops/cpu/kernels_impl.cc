@@ -373,6 +373,7 @@ void ConvTask(void* user, size_t task) {
   } catch (...) {  // std::bad_alloc from Eigen's temporary buffers: never let it cross the pool
     __atomic_store_n(&job.failed, 1, __ATOMIC_RELAXED);
   }
+  TrimThreadScratch();
 }
 
 // Output pixels per task. The GEMM reads the column tile in K-slices of kKC columns: a slice
@@ -389,10 +390,10 @@ int64_t ChooseTile(int64_t P, int64_t Kd, int64_t outer_tasks) {
   return Max(1, Min(t, P));
 }
 
-int Conv2d(const ConvArgs& a, const Runner& runner) {
-  const ConvGeometry& g = a.g;
+ConvJob MakeConvJob(const ConvArgs* a) {
+  const ConvGeometry& g = a->g;
   ConvJob job{};
-  job.a = &a;
+  job.a = a;
   job.Og = g.O / g.G;
   job.Cg = g.C / g.G;
   job.Cog = g.C / g.OG;
@@ -404,7 +405,20 @@ int Conv2d(const ConvArgs& a, const Runner& runner) {
   job.ntiles = (job.P + job.tile - 1) / job.tile;
   job.col_floats = RoundUp(job.tile * job.Kd, 16);
   job.failed = 0;
-  if (g.N == 0 || g.O == 0 || job.P == 0) return 0;
+  return job;
+}
+
+int64_t ConvScratchFloats(const ConvGeometry& g) {
+  ConvArgs a{};
+  a.g = g;
+  const ConvJob job = MakeConvJob(&a);
+  return job.col_floats + job.tile * job.OgPad;
+}
+
+int Conv2d(const ConvArgs& a, const Runner& runner) {
+  const ConvGeometry& g = a.g;
+  if (g.N == 0 || g.O == 0 || g.OH * g.OW == 0) return 0;
+  ConvJob job = MakeConvJob(&a);
   runner.Run(&ConvTask, static_cast<size_t>(g.N * g.G * job.ntiles), &job);
   return job.failed;
 }
@@ -440,6 +454,9 @@ struct PackJob {
   int* failed;
 };
 
+// Scratch of one PackTask: a panel in [KK][Cg] order plus one mixed row.
+int64_t PackScratchFloats(int64_t, int64_t, int64_t Cg, int64_t KK) { return kPanel * Cg * KK + Cg * KK; }
+
 // One panel of kPanel output channels of weight n, group gi: out[d][jj] = W[n, o(jj), c, k] for
 // d = k*Cg + c. Rows are reordered to [KK][Cg] in scratch, then transposed into the panel.
 void PackTask(void* user, size_t task) {
@@ -451,7 +468,7 @@ void PackTask(void* user, size_t task) {
   const int64_t per_o = j.Cg * j.KK;
   float* __restrict dst = j.out + ((n * j.G + gi) * nop + op) * j.Kd * kPanel;
   const int64_t rows = Min(kPanel, j.Og - op * kPanel);
-  float* scratch = ThreadScratch(static_cast<size_t>(kPanel * j.Kd + per_o));
+  float* scratch = ThreadScratch(static_cast<size_t>(PackScratchFloats(j.O, j.G, j.Cg, j.KK)));
   if (scratch == nullptr) {
     __atomic_store_n(j.failed, 1, __ATOMIC_RELAXED);
     return;
@@ -483,6 +500,7 @@ void PackTask(void* user, size_t task) {
   for (int64_t i = rows * j.Kd; i < kPanel * j.Kd; ++i) tmp[i] = 0.0f;  // padding channels
   Transpose(tmp, kPanel, j.Kd, j.Kd, dst, kPanel);
 #endif
+  TrimThreadScratch();
 }
 
 int64_t PackedWeightsSize(int64_t O, int64_t G, int64_t Cg, int64_t KK) {
@@ -537,7 +555,7 @@ void MixWeights(const float* packed, int64_t K, int64_t size, const float* a, in
 #define EDGECONV_STR2(x) #x
 #define EDGECONV_STR(x) EDGECONV_STR2(x)
 extern const KernelTable kTable = {EDGECONV_STR(EDGECONV_KERN_NS), &Conv2d, &NchwToNhwc, &PackedWeightsSize,
-                                   &PackWeights, &MixWeights};
+                                   &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats};
 
 }  // namespace EDGECONV_KERN_NS
 }  // namespace kern

@@ -51,13 +51,28 @@ def onnx_deform_model(mask: bool, bias: bool, **attrs) -> onnx.ModelProto:
     return model
 
 
-def session(model: onnx.ModelProto, lib: str, threads: int = 1):
+def session_options(lib: str, threads: int = 1, **config: str):
+    """SessionOptions with libedgeconv_ort registered. The library reads its session config entries
+    (`edgeconv.isa`, `edgeconv.max_scratch_bytes`) at registration, so they are added first; the
+    ISA follows the test's EDGECONV_ISA (the `isa` fixture) unless given."""
+    import os
+
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    config.setdefault("edgeconv.isa", os.environ.get("EDGECONV_ISA", "auto"))
+    for key, value in config.items():
+        so.add_session_config_entry(key, value)
     so.register_custom_ops_library(lib)
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    return so
+
+
+def session(model: onnx.ModelProto, lib: str, threads: int = 1, **config: str):
+    import onnxruntime as ort
+
+    so = session_options(lib, threads, **config)
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
