@@ -100,3 +100,137 @@ def test_zero_size_batch_and_channels_valid(lib_path):
     y = session(model, lib_path).run(None, {"X": _zeros(0, 4, 5, 5), "W": _zeros(2, 3, 4, 3, 3),
                                             "attention": _zeros(0, 2)})[0]
     assert y.shape == (0, 3, 3, 3)
+
+
+# ---- bounded memory ----------------------------------------------------------------------------
+
+def _run_script(code: str, timeout: float = 120) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         timeout=timeout, cwd=HERE)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_amplification_case_bounded_memory(lib_path):
+    """1 MB model, 2 KB input, one output channel per group: the per-sample mixed weights are built
+    per chunk of samples, not as N panel-padded copies (8.3 GB RSS before, ~0.2 GB after)."""
+    out = subprocess.run([sys.executable, str(HERE / "amplification_case.py"), lib_path, "auto"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rss_mb = float(out.stdout.split("maxrss_mb=")[1].split()[0])
+    assert rss_mb < 600, out.stdout
+
+
+@pytest.mark.parametrize("constant_w", [False, True], ids=["W_input", "W_initializer"])
+def test_dynamic_sample_chunks(lib_path, isa, constant_w):
+    """N = 70 samples whose padded mixed weights (1 MB each on the AVX2 path) span two chunks:
+    every sample gets its own mixture. Reference: the one tap that hits the 1x1 image,
+    Y[n, o, i, j] = sum_e a[n, e] (W[e, o, 0, c-i, c-j] X[n] + B[e, o])."""
+    rng = np.random.default_rng(3)
+    n, k, ks, c = 70, 2, 128, 64
+    feeds = {"X": rng.standard_normal((n, 2, 1, 1), dtype=np.float32),
+             "W": rng.standard_normal((k, 2, 1, ks, ks), dtype=np.float32),
+             "attention": rng.random((n, k), dtype=np.float32),
+             "B": rng.standard_normal((k, 2), dtype=np.float32)}
+    model, names = dynamic_model(True, pads=[c] * 4, group=2)
+    if constant_w:
+        from ec_ortops_util import to_initializers
+
+        model = to_initializers(model, feeds, ["W"])
+    sess = session(model, lib_path)
+    y = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})[0]
+    a, w, x = feeds["attention"].astype(np.float64), feeds["W"].astype(np.float64), feeds["X"][:, :, 0, 0]
+    taps = w[:, :, 0, c - np.arange(2)[:, None], c - np.arange(2)[None, :]]  # [K, O, 2, 2]
+    ref = np.einsum("ne,eoij->noij", a, taps) * x[:, :, None, None] + (a @ feeds["B"])[:, :, None, None]
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)  # 2-term float32 sums
+
+
+def test_thread_scratch_released(lib_path):
+    """A call whose column tile needs ~134 MB of thread-local scratch does not leave it resident on
+    the calling thread once the session is gone (only up to 8 MiB is retained)."""
+    out = _run_script(f"""
+        import gc, numpy as np
+        from ec_ortops_util import dynamic_model, session
+        def rss_mb():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        feeds = {{"X": np.ones((1, 32, 1, 1), np.float32), "W": np.ones((1, 1, 32, 512, 512), np.float32),
+                  "attention": np.ones((1, 1), np.float32)}}
+        model, names = dynamic_model(False, pads=[256] * 4)
+        base = rss_mb()
+        sess = session(model, {lib_path!r})
+        y = sess.run(None, feeds)[0]
+        assert y.shape == (1, 1, 2, 2)
+        del sess, y
+        gc.collect()
+        print("growth_mb", rss_mb() - base)
+    """)
+    growth = float(out.split("growth_mb")[1])
+    assert growth < 64, out
+
+
+def test_scratch_limit(lib_path):
+    """Above edgeconv.max_scratch_bytes the call fails with a clear error instead of allocating;
+    0 means no limit."""
+    model, names = dynamic_model(False, pads=[1] * 4)
+    feeds = {"X": np.ones((2, 4, 6, 6), np.float32), "W": np.ones((3, 5, 4, 3, 3), np.float32),
+             "attention": np.ones((2, 3), np.float32)}
+    err = _error(model, feeds, lib_path, **{"edgeconv.max_scratch_bytes": "1000"})
+    assert "edgeconv.DynamicConv2d: needs 1152 bytes of scratch memory (with the NHWC copy of input 'X')" in err
+    assert "above the limit of 1000 bytes set by session config entry 'edgeconv.max_scratch_bytes'" in err
+    for limit in ("0", str(2**40)):
+        y = session(model, lib_path, **{"edgeconv.max_scratch_bytes": limit}).run(None, feeds)[0]
+        assert y.shape == (2, 5, 6, 6)
+    dmodel, _ = deform_model(False, False)
+    dfeeds = {"X": np.ones((1, 4, 64, 64), np.float32), "W": np.ones((4, 4, 3, 3), np.float32),
+              "offset": np.zeros((1, 18, 62, 62), np.float32)}
+    assert "edgeconv.DeformConv2d: needs" in _error(dmodel, dfeeds, lib_path, **{"edgeconv.max_scratch_bytes": "65536"})
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("edgeconv.max_scratch_bytes", "-1", "'edgeconv.max_scratch_bytes' must be a number of bytes"),
+    ("edgeconv.max_scratch_bytes", "1e9", "'edgeconv.max_scratch_bytes' must be a number of bytes"),
+    ("edgeconv.max_scratch_bytes", "99999999999999999999", "must be a number of bytes (decimal int64; 0 = no limit)"),
+    ("edgeconv.isa", "sse", "'edgeconv.isa' must be auto, generic or avx2, got 'sse'"),
+])
+def test_bad_config_entries(lib_path, key, value, msg):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.add_session_config_entry(key, value)
+    with pytest.raises(Exception) as e:
+        so.register_custom_ops_library(lib_path)
+    assert msg in str(e.value)
+
+
+# ---- strict attributes (checked when the session is created) -----------------------------------
+
+STRICT_ATTRS = [
+    ("deform", {"auto_pad": "SAME_UPPER"}, "attribute 'auto_pad' is not supported (supported: strides, pads"),
+    ("dynamic", {"offset_group": 2}, "attribute 'offset_group' is not supported"),
+    ("dynamic", {"auto_pad": "VALID"}, "attribute 'auto_pad' is not supported"),
+    ("deform", {"strides": [1.0, 1.0]}, "attribute 'strides' must be ints (a list of int64), got floats"),
+    ("deform", {"strides": 1}, "attribute 'strides' must be ints (a list of int64), got an int"),
+    ("dynamic", {"pads": "1111"}, "attribute 'pads' must be ints (a list of int64), got a string"),
+    ("dynamic", {"dilations": 2.0}, "attribute 'dilations' must be ints (a list of int64), got a float"),
+    ("deform", {"group": [1]}, "attribute 'group' must be an int (int64), got ints"),
+    ("deform", {"offset_group": 1.0}, "attribute 'offset_group' must be an int (int64), got a float"),
+    ("dynamic", {"group": "1"}, "attribute 'group' must be an int (int64), got a string"),
+]
+
+
+@pytest.mark.parametrize("op,attrs,msg", STRICT_ATTRS, ids=[f"{s[0]}-{list(s[1])[0]}" for s in STRICT_ATTRS])
+def test_strict_attributes(lib_path, op, attrs, msg):
+    model = deform_model(True, True, **attrs)[0] if op == "deform" else dynamic_model(True, **attrs)[0]
+    with pytest.raises(_ort_errors()) as e:
+        session(model, lib_path)  # no run: the kernel is created with the session
+    assert msg in str(e.value)
+
+
+def test_empty_list_attribute(lib_path):
+    node = helper.make_node("DeformConv2d", ["X", "W", "offset"], ["Y"], domain="edgeconv")
+    node.attribute.append(helper.make_attribute("strides", [], attr_type=onnx.AttributeProto.INTS))
+    from ec_ortops_util import make_model
+
+    with pytest.raises(_ort_errors()) as e:
+        session(make_model(node, ["X", "W", "offset"]), lib_path)
+    assert "attribute 'strides' must be ints (a list of int64), got an empty list" in str(e.value)
