@@ -17,7 +17,9 @@ in a pool of worker subprocesses (one model, session and run per case); the pare
 * ``false rejection``   valid model rejected;
 * ``unclear error``     invalid model rejected, but the message is not a one-line edgeconv error
                         naming the input or attribute at fault;
-* ``missing rejection`` invalid model accepted.
+* ``missing rejection`` invalid model accepted;
+* ``fuzzer error``      the generator produced something that is not a loadable ONNX model (a bug
+                        of this file).
 
     python tests/custom_ops/fuzz_kernels.py --cases 10000 [--seed 0] [--workers 2] [--timeout 60]
     python tests/custom_ops/fuzz_kernels.py --case 123 --seed 0     # one case: spec and verdict
@@ -44,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-BAD = ("crash", "hang", "sanitizer", "wrong result", "false rejection", "unclear error", "missing rejection")
+BAD = ("crash", "hang", "sanitizer", "wrong result", "false rejection", "unclear error", "missing rejection",
+       "fuzzer error")
 CATEGORIES = ("ok", "rejected", "over limit") + BAD
 MAX_ATTR = 2**24
 I64_MAX = 2**63 - 1
@@ -153,7 +156,7 @@ def _mutate(rng, case: dict) -> None:
             attrs["offset_group"] = ("int", 1)
     elif kind == "kernel_shape":
         w = inputs["W"]["shape"]
-        attrs["kernel_shape"] = ("ints", [w[-2] + 1, w[-1]])
+        attrs["kernel_shape"] = ("ints", [w[-2] + 1 if w[-2] < I64_MAX else 1, w[-1]])
     elif kind == "rank":
         name = str(rng.choice(list(inputs)))
         shape = inputs[name]["shape"]
@@ -420,9 +423,12 @@ def _ort_deform(case, a) -> np.ndarray:
 def run_case(case: dict, lib: str) -> dict:
     from ec_ortops_util import session
 
-    arrays = _arrays(case)
     try:
+        arrays = _arrays(case)
         model = _model(case, arrays)
+    except Exception as e:  # noqa: BLE001 - the generator made something that is not ONNX
+        return {"outcome": "fuzzer error", "message": f"{type(e).__name__}: {e}"}
+    try:
         config = {"edgeconv.isa": case["isa"]}
         if case.get("scratch_limit"):
             config["edgeconv.max_scratch_bytes"] = str(case["scratch_limit"])
@@ -487,6 +493,8 @@ def classify(case: dict, result: dict | None, stderr: str) -> tuple[str, str]:
         return "crash", stderr[-1500:]
     if result.get("hang"):
         return "hang", ""
+    if result["outcome"] == "fuzzer error":
+        return "fuzzer error", result["message"]
     found = defects(case)
     if result["outcome"] == "error":
         if not found and case.get("scratch_limit") and _clear_message(result["message"], case["op"], [{"scratch memory"}]):
