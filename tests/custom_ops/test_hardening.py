@@ -75,6 +75,9 @@ OVERFLOW_CASES = {
     "offset_channels": ("deform", {"X": [0, 16, 2**30, 2**30], "W": [0, 1, 2**30, 2**30]},
                         {"offset": _zeros(0, 0, 1, 1)}, {"offset_group": 16, "group": 16},
                         "input 'offset' channels offset_group*2*kh*kw overflows int64"),
+    # kh*kw could wrap with 2^32 x 2^32 kernels: the input they must fit in is bounded first
+    "kh_times_kw": ("deform", {"X": [0, 1, 2**32, 2**32], "W": [0, 1, 2**32, 2**32]}, {"offset": _zeros(0, 2, 1, 1)},
+                    {}, "input 'X' spatial size is too large (> 2^30)"),
     # kh*kw*C/group (the GEMM reduction size) does not fit in int64
     "reduction_size": ("deform", {"X": [0, 2**40, 2**20, 2**20], "W": [0, 2**40, 2**20, 2**20]},
                        {"offset": _zeros(0, 2, 1, 1)}, {}, "input 'W' reduction size C/group*kh*kw overflows int64"),
