@@ -311,25 +311,25 @@ OpConfig ReadOpConfig(const OrtApiBase* api_base, const OrtSessionOptions* optio
   } else if (!isa.empty() && isa != "auto") {
     BadConfig(kIsaConfigKey, isa, "auto, generic or avx2");
   }
-  const std::string limit = ConfigEntry(api_base, options, kScratchLimitConfigKey);
+  const std::string limit = ConfigEntry(api_base, options, kMemoryLimitConfigKey);
   if (!limit.empty()) {
     int64_t v = 0;
     for (char ch : limit)
       if (ch < '0' || ch > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, ch - '0', &v))
-        BadConfig(kScratchLimitConfigKey, limit, "a number of bytes (decimal int64; 0 = no limit)");
-    c.scratch_limit_bytes = v;
+        BadConfig(kMemoryLimitConfigKey, limit, "a number of bytes (decimal int64; 0 = no limit)");
+    c.memory_limit_bytes = v;
   }
   return c;
 }
 
-void ScratchBudget::Add(int64_t floats, const char* what) {
+void MemoryBudget::Add(int64_t floats, const char* what) {
   int64_t b = 0, total = 0;
   const bool overflow = floats < 0 || __builtin_mul_overflow(floats, int64_t{sizeof(float)}, &b) ||
                         __builtin_add_overflow(bytes_, b, &total);
   if (overflow || (limit_ > 0 && total > limit_))
     Fail(op_, std::string("needs ") + (overflow ? std::string("more than 2^63") : std::to_string(total)) +
-                  " bytes of scratch memory (with the " + what + "), above the limit of " + std::to_string(limit_) +
-                  " bytes set by session config entry '" + kScratchLimitConfigKey + "'",
+                  " bytes of memory (output and scratch, with the " + what + "), above the limit of " +
+                  std::to_string(limit_) + " bytes set by session config entry '" + kMemoryLimitConfigKey + "'",
          ORT_FAIL);
   bytes_ = total;
 }

@@ -35,24 +35,25 @@ int64_t CheckedMul(int64_t a, int64_t b, const char* op, const std::string& what
 // Settings of one library registration, read from the session config entries of the
 // SessionOptions passed to RegisterCustomOps (add them before register_custom_ops_library).
 constexpr const char* kIsaConfigKey = "edgeconv.isa";                    // auto | generic | avx2
-constexpr const char* kScratchLimitConfigKey = "edgeconv.max_scratch_bytes";  // 0: no limit
-constexpr int64_t kDefaultScratchLimitBytes = int64_t{2} << 30;           // 2 GiB per op call
+constexpr const char* kMemoryLimitConfigKey = "edgeconv.max_memory_bytes";  // 0: no limit
+constexpr int64_t kDefaultMemoryLimitBytes = int64_t{2} << 30;           // 2 GiB per op call
 struct OpConfig {
   const kern::KernelTable* kernels = nullptr;  // ISA variant used by every kernel of the session
-  int64_t scratch_limit_bytes = kDefaultScratchLimitBytes;
+  int64_t memory_limit_bytes = kDefaultMemoryLimitBytes;
   bool operator==(const OpConfig& o) const {
-    return kernels == o.kernels && scratch_limit_bytes == o.scratch_limit_bytes;
+    return kernels == o.kernels && memory_limit_bytes == o.memory_limit_bytes;
   }
 };
 // Reads the config entries of `options` (defaults where absent); throws ORT_INVALID_ARGUMENT
 // naming the entry for a malformed value.
 OpConfig ReadOpConfig(const OrtApiBase* api_base, const OrtSessionOptions* options);
 
-// Scratch memory of one op call (buffers it allocates itself, plus one thread's column tile),
-// checked against OpConfig::scratch_limit_bytes before anything is allocated.
-class ScratchBudget {
+// Memory one op call requests: its output, the buffers it allocates itself and one thread's
+// column tile, checked against OpConfig::memory_limit_bytes before anything is allocated (a small
+// model can ask for a huge output or scratch: a clear error instead of an OOM kill).
+class MemoryBudget {
  public:
-  ScratchBudget(const char* op, int64_t limit_bytes) : op_(op), limit_(limit_bytes) {}
+  MemoryBudget(const char* op, int64_t limit_bytes) : op_(op), limit_(limit_bytes) {}
   // Adds `floats` floats for `what`; fails (ORT_FAIL, naming the limit's config entry) above it.
   void Add(int64_t floats, const char* what);
 

@@ -62,15 +62,18 @@ OrtStatusPtr DeformConv2dKernel::ComputeV2(OrtKernelContext* context) {
     }
 
     const std::vector<int64_t> y_shape{N, O, OH, OW};
-    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
-    if (N == 0 || O == 0) return;
+    if (N == 0 || O == 0) {
+      ctx.GetOutput(0, y_shape);
+      return;
+    }
 
     const kern::KernelTable& k = *config.kernels;
     const kern::Runner runner = MakeRunner(context);
     kern::ConvArgs args{};
     args.g = kern::ConvGeometry{N, C, H, Wd, O, KH, KW, a.stride_h, a.stride_w, a.pad_t, a.pad_l,
                                 a.dil_h, a.dil_w, a.group, a.offset_group, OH, OW};
-    ScratchBudget budget(kOp, config.scratch_limit_bytes);
+    MemoryBudget budget(kOp, config.memory_limit_bytes);
+    budget.Add(N * O * OH * OW, "output 'Y'");  // (product checked by CheckConvShapes)
     budget.Add(X.numel, "NHWC copy of input 'X'");
     // Packed size <= 16 (panel padding) * W's element count: bounded before the table computes it.
     CheckedMul(W.numel, 16, kOp, "packed size of input 'W'");
@@ -78,6 +81,7 @@ OrtStatusPtr DeformConv2dKernel::ComputeV2(OrtKernelContext* context) {
     budget.Add(packed, "packed weights");
     budget.Add(std::max(k.conv_scratch_floats(args.g), k.pack_scratch_floats(O, a.group, Cg, KK)),
                "column buffer of one thread");
+    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
     FloatBuffer x_nhwc(static_cast<size_t>(X.numel), kOp);
     k.nchw_to_nhwc(X.data, x_nhwc.data(), N, C, H * Wd, runner);
     const float* w_packed = w_cache.Get(k, W.data, 1, O, a.group, Cg, KK, kOp);

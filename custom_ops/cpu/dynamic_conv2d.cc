@@ -47,8 +47,10 @@ OrtStatusPtr DynamicConv2dKernel::ComputeV2(OrtKernelContext* context) {
     }
 
     const std::vector<int64_t> y_shape{N, O, OH, OW};
-    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
-    if (N == 0 || O == 0) return;
+    if (N == 0 || O == 0) {
+      ctx.GetOutput(0, y_shape);
+      return;
+    }
 
     const kern::KernelTable& k = *config.kernels;
     const kern::Runner runner = MakeRunner(context);
@@ -60,15 +62,17 @@ OrtStatusPtr DynamicConv2dKernel::ComputeV2(OrtKernelContext* context) {
     const int64_t per_sample = k.packed_weights_size(O, a.group, Cg, KK);
     const int64_t chunk = std::min(N, std::max<int64_t>(1, kMixChunkBytes / int64_t{sizeof(float)} / per_sample));
     const bool cached = w_cache.IsConstant(W.data);
-    ScratchBudget budget(kOp, config.scratch_limit_bytes);
+    MemoryBudget budget(kOp, config.memory_limit_bytes);
+    budget.Add(N * O * OH * OW, "output 'Y'");  // (product checked by CheckConvShapes)
     budget.Add(X.numel, "NHWC copy of input 'X'");
     if (cached) budget.Add(CheckedMul(K, per_sample, kOp, "packed size of input 'W'"), "packed expert weights");
-    budget.Add(CheckedMul(chunk, per_sample, kOp, "mixed weights"), "mixed weights of one sample");
+    budget.Add(CheckedMul(chunk, per_sample, kOp, "mixed weights"), "mixed weights of a chunk of samples");
     budget.Add(B.present ? chunk * O : 0, "mixed bias");
     args.g.N = chunk;
     budget.Add(std::max(k.conv_scratch_floats(args.g), k.pack_scratch_floats(O, a.group, Cg, KK)),
                "column buffer of one thread");
 
+    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
     FloatBuffer x_nhwc(static_cast<size_t>(X.numel), kOp);
     k.nchw_to_nhwc(X.data, x_nhwc.data(), N, C, H * Wd, runner);
     // Packing is linear: with W an initializer, the K experts are packed once and mixed per call

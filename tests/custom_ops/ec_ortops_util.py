@@ -53,7 +53,7 @@ def onnx_deform_model(mask: bool, bias: bool, **attrs) -> onnx.ModelProto:
 
 def session_options(lib: str, threads: int = 1, **config: str):
     """SessionOptions with libedgeconv_ort registered. The library reads its session config entries
-    (`edgeconv.isa`, `edgeconv.max_scratch_bytes`) at registration, so they are added first; the
+    (`edgeconv.isa`, `edgeconv.max_memory_bytes`) at registration, so they are added first; the
     ISA follows the test's EDGECONV_ISA (the `isa` fixture) unless given."""
     import os
 

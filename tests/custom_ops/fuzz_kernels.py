@@ -8,8 +8,8 @@ in a pool of worker subprocesses (one model, session and run per case); the pare
                         deformable cases);
 * ``rejected``          invalid model, rejected with a one-line edgeconv error naming a culprit
                         that an independent Python validator also finds;
-* ``over limit``        valid model run with a small edgeconv.max_scratch_bytes, rejected with the
-                        scratch-limit error;
+* ``over limit``        valid model run with a small edgeconv.max_memory_bytes, rejected with the
+                        memory-limit error;
 * ``crash``             the worker died (signal, abort) without a sanitizer report;
 * ``hang``              no answer within the timeout;
 * ``sanitizer``         an AddressSanitizer / UndefinedBehaviorSanitizer report;
@@ -431,7 +431,7 @@ def run_case(case: dict, lib: str) -> dict:
     try:
         config = {"edgeconv.isa": case["isa"]}
         if case.get("scratch_limit"):
-            config["edgeconv.max_scratch_bytes"] = str(case["scratch_limit"])
+            config["edgeconv.max_memory_bytes"] = str(case["scratch_limit"])
         sess = session(model, lib, case["threads"], **config)
         y = sess.run(None, {i.name: arrays[i.name] for i in sess.get_inputs()})[0]
     except Exception as e:  # noqa: BLE001 - the message is what is judged
@@ -497,7 +497,7 @@ def classify(case: dict, result: dict | None, stderr: str) -> tuple[str, str]:
         return "fuzzer error", result["message"]
     found = defects(case)
     if result["outcome"] == "error":
-        if not found and case.get("scratch_limit") and _clear_message(result["message"], case["op"], [{"scratch memory"}]):
+        if not found and case.get("scratch_limit") and _clear_message(result["message"], case["op"], [{"edgeconv.max_memory_bytes"}]):
             return "over limit", ""
         if not found:
             return "false rejection", result["message"]

@@ -174,28 +174,41 @@ def test_thread_scratch_released(lib_path):
     assert growth < 64, out
 
 
-def test_scratch_limit(lib_path):
-    """Above edgeconv.max_scratch_bytes the call fails with a clear error instead of allocating;
-    0 means no limit."""
+def test_memory_limit(lib_path):
+    """Above edgeconv.max_memory_bytes (output + scratch of one call) the call fails with a clear
+    error instead of allocating; 0 means no limit."""
     model, names = dynamic_model(False, pads=[1] * 4)
     feeds = {"X": np.ones((2, 4, 6, 6), np.float32), "W": np.ones((3, 5, 4, 3, 3), np.float32),
              "attention": np.ones((2, 3), np.float32)}
-    err = _error(model, feeds, lib_path, **{"edgeconv.max_scratch_bytes": "1000"})
-    assert "edgeconv.DynamicConv2d: needs 1152 bytes of scratch memory (with the NHWC copy of input 'X')" in err
-    assert "above the limit of 1000 bytes set by session config entry 'edgeconv.max_scratch_bytes'" in err
+    err = _error(model, feeds, lib_path, **{"edgeconv.max_memory_bytes": "1000"})
+    # Y: 2*5*6*6 floats = 1440 bytes, already above 1000
+    assert "edgeconv.DynamicConv2d: needs 1440 bytes of memory (output and scratch, with the output 'Y')" in err
+    assert "above the limit of 1000 bytes set by session config entry 'edgeconv.max_memory_bytes'" in err
     for limit in ("0", str(2**40)):
-        y = session(model, lib_path, **{"edgeconv.max_scratch_bytes": limit}).run(None, feeds)[0]
+        y = session(model, lib_path, **{"edgeconv.max_memory_bytes": limit}).run(None, feeds)[0]
         assert y.shape == (2, 5, 6, 6)
+    err = _error(model, feeds, lib_path, **{"edgeconv.max_memory_bytes": "2000"})  # Y fits, not X
+    assert "needs 2592 bytes of memory (output and scratch, with the NHWC copy of input 'X')" in err
     dmodel, _ = deform_model(False, False)
     dfeeds = {"X": np.ones((1, 4, 64, 64), np.float32), "W": np.ones((4, 4, 3, 3), np.float32),
               "offset": np.zeros((1, 18, 62, 62), np.float32)}
-    assert "edgeconv.DeformConv2d: needs" in _error(dmodel, dfeeds, lib_path, **{"edgeconv.max_scratch_bytes": "65536"})
+    assert "edgeconv.DeformConv2d: needs" in _error(dmodel, dfeeds, lib_path, **{"edgeconv.max_memory_bytes": "65536"})
+
+
+def test_huge_output_rejected_by_default(lib_path):
+    """A 1x1 image with pads 2^14 asks for a 32769 x 32769 output (4.3 GB): refused under the
+    default limit of 2 GiB before onnxruntime allocates it."""
+    model, _ = dynamic_model(False, pads=[2**14] * 4)
+    feeds = {"X": np.ones((1, 1, 1, 1), np.float32), "W": np.ones((1, 1, 1, 1, 1), np.float32),
+             "attention": np.ones((1, 1), np.float32)}
+    err = _error(model, feeds, lib_path)
+    assert "needs 4295229444 bytes of memory (output and scratch, with the output 'Y'), above the limit of 2147483648" in err
 
 
 @pytest.mark.parametrize("key,value,msg", [
-    ("edgeconv.max_scratch_bytes", "-1", "'edgeconv.max_scratch_bytes' must be a number of bytes"),
-    ("edgeconv.max_scratch_bytes", "1e9", "'edgeconv.max_scratch_bytes' must be a number of bytes"),
-    ("edgeconv.max_scratch_bytes", "99999999999999999999", "must be a number of bytes (decimal int64; 0 = no limit)"),
+    ("edgeconv.max_memory_bytes", "-1", "'edgeconv.max_memory_bytes' must be a number of bytes"),
+    ("edgeconv.max_memory_bytes", "1e9", "'edgeconv.max_memory_bytes' must be a number of bytes"),
+    ("edgeconv.max_memory_bytes", "99999999999999999999", "must be a number of bytes (decimal int64; 0 = no limit)"),
     ("edgeconv.isa", "sse", "'edgeconv.isa' must be auto, generic or avx2, got 'sse'"),
 ])
 def test_bad_config_entries(lib_path, key, value, msg):
