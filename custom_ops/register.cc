@@ -32,27 +32,50 @@ uint32_t ApiVersionFromString(const char* s) {
   return minor;
 }
 
+// The ops and their domain for one OpConfig (the session config entries read at registration).
+// Registering again with the same settings reuses them: nothing is allocated per registration.
+struct Registration {
+  edgeconv::OpConfig config;
+  // The single op list: every op of the library is listed here.
+  edgeconv::DeformConv2dOp deform_conv2d;
+  edgeconv::DynamicConv2dOp dynamic_conv2d;
+  OrtCustomOpDomain* domain = nullptr;
+
+  explicit Registration(const edgeconv::OpConfig& c) : config(c), deform_conv2d(c), dynamic_conv2d(c) {}
+  std::vector<OrtCustomOp*> Ops() { return {&deform_conv2d, &dynamic_conv2d}; }
+};
+
 struct Registry {
   std::mutex mu;
-  bool ops_created = false;
-  // The single op list: every op of the library is listed here.
-  std::unique_ptr<edgeconv::DeformConv2dOp> deform_conv2d;
-  std::unique_ptr<edgeconv::DynamicConv2dOp> dynamic_conv2d;
-  // Domains must outlive every session that uses them: kept until process exit.
-  std::vector<OrtCustomOpDomain*> domains;
-
-  void CreateOps() {
-    if (ops_created) return;
-    deform_conv2d = std::make_unique<edgeconv::DeformConv2dOp>();
-    dynamic_conv2d = std::make_unique<edgeconv::DynamicConv2dOp>();
-    ops_created = true;
-  }
-  std::vector<OrtCustomOp*> Ops() { return {deform_conv2d.get(), dynamic_conv2d.get()}; }
+  bool version_set = false;
+  // Domains must outlive every session that uses them: kept until process exit (one per distinct
+  // config).
+  std::vector<std::unique_ptr<Registration>> registrations;
 };
 
 Registry& GetRegistry() {
   static Registry* r = new Registry();  // never destroyed: sessions may outlive static destructors
   return *r;
+}
+
+// The registration for `config`, creating its ops and domain on first use.
+OrtStatus* FindOrCreate(const OrtApi* api, Registry& reg, const edgeconv::OpConfig& config, Registration** out) {
+  for (auto& r : reg.registrations)
+    if (r->config == config) {
+      *out = r.get();
+      return nullptr;
+    }
+  auto r = std::make_unique<Registration>(config);
+  if (OrtStatus* st = api->CreateCustomOpDomain(kDomain, &r->domain)) return st;
+  for (OrtCustomOp* op : r->Ops()) {
+    if (OrtStatus* st = api->CustomOpDomain_Add(r->domain, op)) {
+      api->ReleaseCustomOpDomain(r->domain);
+      return st;
+    }
+  }
+  *out = r.get();
+  reg.registrations.push_back(std::move(r));
+  return nullptr;
 }
 
 }  // namespace
@@ -73,25 +96,19 @@ extern "C" EDGECONV_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionO
   Ort::InitApi(api);
   Registry& reg = GetRegistry();
   std::lock_guard<std::mutex> lock(reg.mu);
-  if (!reg.ops_created) {
+  if (!reg.version_set) {
     uint32_t runtime = ApiVersionFromString(api_base->GetVersionString());
     if (runtime < edgeconv::kMinOrtApiVersion) runtime = edgeconv::kMinOrtApiVersion;
     edgeconv::SetRuntimeApiVersion(runtime);
+    reg.version_set = true;
   }
-  reg.CreateOps();
-
-  OrtCustomOpDomain* domain = nullptr;
-  if (OrtStatus* st = api->CreateCustomOpDomain(kDomain, &domain)) return st;
-  for (OrtCustomOp* op : reg.Ops()) {
-    if (OrtStatus* st = api->CustomOpDomain_Add(domain, op)) {
-      api->ReleaseCustomOpDomain(domain);
-      return st;
-    }
+  edgeconv::OpConfig config;
+  try {
+    config = edgeconv::ReadOpConfig(api_base, options);
+  } catch (const Ort::Exception& e) {
+    return api->CreateStatus(e.GetOrtErrorCode(), e.what());
   }
-  if (OrtStatus* st = api->AddCustomOpDomain(options, domain)) {
-    api->ReleaseCustomOpDomain(domain);
-    return st;
-  }
-  reg.domains.push_back(domain);
-  return nullptr;
+  Registration* r = nullptr;
+  if (OrtStatus* st = FindOrCreate(api, reg, config, &r)) return st;
+  return api->AddCustomOpDomain(options, r->domain);
 }

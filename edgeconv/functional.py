@@ -120,7 +120,9 @@ def _bilinear_gather(
 
     Zero outside the image (torchvision/ONNX rule: a sample with y <= -1, y >= H, x <= -1 or
     x >= W is 0; otherwise corners outside the image count as 0). A NaN or infinite position
-    contributes zero. Returns ``[N, G, Cg, L]``.
+    contributes zero. Corners outside the image (and all corners of a position that does not
+    sample) are skipped, not multiplied by a zero weight, so that a NaN/Inf pixel elsewhere cannot
+    leak in (docs/onnx-ops.md, "NaN and Inf"). Returns ``[N, G, Cg, L]``.
     """
     n, g, cg, h, w = x.shape
     inside = (py > -1) & (py < h) & (px > -1) & (px < w)  # False for NaN; +-Inf fail the bounds
@@ -138,7 +140,7 @@ def _bilinear_gather(
             valid = inside & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
             index = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).unsqueeze(2)
             corner = torch.gather(flat, 3, index.expand(n, g, cg, index.shape[-1]))
-            out = out + corner * (wy * wx * valid).unsqueeze(2)
+            out = out + torch.where(valid.unsqueeze(2), corner * (wy * wx).unsqueeze(2), 0.0)
     return out
 
 

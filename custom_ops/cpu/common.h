@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -27,12 +28,53 @@ constexpr uint32_t kMinOrtApiVersion = 17;
 // Throws Ort::Exception("edgeconv.<op>: <msg>", code).
 [[noreturn]] void Fail(const char* op, const std::string& msg, OrtErrorCode code = ORT_INVALID_ARGUMENT);
 
+// a * b for a, b >= 0; ORT_INVALID_ARGUMENT "<what> overflows int64 (a * b)" when it does not fit.
+// Every size computed from model data goes through it (or is bounded before multiplying).
+int64_t CheckedMul(int64_t a, int64_t b, const char* op, const std::string& what);
+
+// Settings of one library registration, read from the session config entries of the
+// SessionOptions passed to RegisterCustomOps (add them before register_custom_ops_library).
+constexpr const char* kIsaConfigKey = "edgeconv.isa";                    // auto | generic | avx2
+constexpr const char* kMemoryLimitConfigKey = "edgeconv.max_memory_bytes";  // 0: no limit
+constexpr int64_t kDefaultMemoryLimitBytes = int64_t{2} << 30;           // 2 GiB per op call
+struct OpConfig {
+  const kern::KernelTable* kernels = nullptr;  // ISA variant used by every kernel of the session
+  int64_t memory_limit_bytes = kDefaultMemoryLimitBytes;
+  bool operator==(const OpConfig& o) const {
+    return kernels == o.kernels && memory_limit_bytes == o.memory_limit_bytes;
+  }
+};
+// Reads the config entries of `options` (defaults where absent); throws ORT_INVALID_ARGUMENT
+// naming the entry for a malformed value.
+OpConfig ReadOpConfig(const OrtApiBase* api_base, const OrtSessionOptions* options);
+
+// Memory one op call requests: its output, the buffers it allocates itself and one thread's
+// column tile, checked against OpConfig::memory_limit_bytes before anything is allocated (a small
+// model can ask for a huge output or scratch: a clear error instead of an OOM kill).
+class MemoryBudget {
+ public:
+  MemoryBudget(const char* op, int64_t limit_bytes) : op_(op), limit_(limit_bytes) {}
+  // Adds `floats` floats for `what`; fails (ORT_FAIL, naming the limit's config entry) above it.
+  void Add(int64_t floats, const char* what);
+
+ private:
+  const char* op_;
+  int64_t limit_;
+  int64_t bytes_ = 0;
+};
+
 std::string ShapeToString(const std::vector<int64_t>& shape);
 
-// Attribute readers: a missing attribute gives the default; a wrong type is an error.
+// Attribute readers: a missing attribute gives the default; any other type than the expected
+// one (ints / int) is an error naming the attribute, the expected and the actual type.
 std::vector<int64_t> GetIntsAttr(const OrtKernelInfo* info, const char* op, const char* name,
                                  const std::vector<int64_t>& def, bool* present = nullptr);
 int64_t GetIntAttr(const OrtKernelInfo* info, const char* op, const char* name, int64_t def);
+
+// The custom-op C API cannot list a node's attributes, only read them by name: the attributes of
+// the related ONNX operators (Conv, DeformConv) that an op does not support are rejected by name.
+void RejectAttrs(const OrtKernelInfo* info, const char* op, std::initializer_list<const char*> names,
+                 const char* supported);
 
 // Common 2-D convolution attributes: strides, pads (top, left, bottom, right), dilations, group
 // (+ offset_group for deformable convolution, kernel_shape checked against W when given).
@@ -58,15 +100,13 @@ Input GetInput(Ort::KernelContext& ctx, size_t index, const char* op, const char
 // Checks rank; message "edgeconv.<op>: input '<name>' must have rank R <what>, got shape [..]".
 void CheckRank(const Input& t, size_t rank, const char* op, const char* name, const char* what);
 
-// Output spatial size of a convolution (validated: error when <= 0).
-int64_t ConvOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad0, int64_t pad1, int64_t dil, const char* op,
-                    const char* axis);
-
 // Shapes of a convolution's X [N, C, H, W] and W [lead..., O, C/group, kh, kw] (`w_lead` leading
 // dims before O: 0 for a plain weight, 1 for a kernel bank), checked against each other and the
-// attributes (both ranks already checked).
+// attributes (both ranks already checked): the dilated kernel fits in the padded input, and
+// KK = kh*kw, Kd = C/group*kh*kw and the output size N*O*OH*OW fit in int64.
 struct ConvShapes {
   int64_t N, C, H, W, O, Cg, KH, KW;
+  int64_t OH, OW, KK;
 };
 ConvShapes CheckConvShapes(const Input& X, const Input& W, size_t w_lead, const Conv2dAttrs& a, const char* op);
 
@@ -74,8 +114,8 @@ ConvShapes CheckConvShapes(const Input& X, const Input& W, size_t w_lead, const 
 kern::Runner MakeRunner(OrtKernelContext* ctx);
 
 // Kernel table of the best ISA variant for this CPU; env EDGECONV_ISA=generic forces the baseline
-// variant (read at every call).
-const kern::KernelTable& Kernels();
+// variant (read once, at the first registration; the session config entry edgeconv.isa overrides it).
+const kern::KernelTable& DefaultKernels();
 
 // Runtime API version to announce in OrtCustomOp::version (min of the headers' and runtime's).
 uint32_t CustomOpVersion();
@@ -105,6 +145,8 @@ class PackedWeightCache {
   // initializer seen at kernel creation (then the caller packs per call).
   const float* Get(const kern::KernelTable& k, const float* w, int64_t N, int64_t O, int64_t G, int64_t Cg, int64_t KK,
                    const char* op);
+  // True when Get(w, ...) will return the cached (or to be cached) packed constant.
+  bool IsConstant(const float* w) const { return const_data_ != nullptr && w == const_data_; }
 
  private:
   const float* const_data_ = nullptr;
@@ -133,12 +175,13 @@ OrtStatusPtr StatusGuard(const char* op, F&& f) noexcept {
 
 // The onnxruntime custom-op class of a float32 CPU kernel: Derived names the op (kName) and its
 // inputs (kInputs, of which the first kRequired are required); one float32 output.
+// Kernels are built as Kernel(api, info, config) with the registration's OpConfig.
 template <typename Derived, typename Kernel>
 struct FloatCpuOp : Ort::CustomOpBase<Derived, Kernel, true> {
-  FloatCpuOp() { this->version = CustomOpVersion(); }
+  explicit FloatCpuOp(const OpConfig& config) : config_(config) { this->version = CustomOpVersion(); }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     *kernel = nullptr;
-    return StatusGuard(Derived::kName, [&] { *kernel = new Kernel(api, info); });
+    return StatusGuard(Derived::kName, [&] { *kernel = new Kernel(api, info, config_); });
   }
   const char* GetName() const { return Derived::kName; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
@@ -149,6 +192,9 @@ struct FloatCpuOp : Ort::CustomOpBase<Derived, Kernel, true> {
   }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+
+ private:
+  OpConfig config_;
 };
 
 }  // namespace edgeconv

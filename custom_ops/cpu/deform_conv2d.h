@@ -10,14 +10,16 @@
 namespace edgeconv {
 
 struct DeformConv2dKernel {
-  DeformConv2dKernel(const OrtApi& api, const OrtKernelInfo* info);
+  DeformConv2dKernel(const OrtApi& api, const OrtKernelInfo* info, const OpConfig& config);
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
   Conv2dAttrs attrs;
+  OpConfig config;
   PackedWeightCache w_cache;  // W is usually an initializer: packed once
 };
 
 struct DeformConv2dOp : FloatCpuOp<DeformConv2dOp, DeformConv2dKernel> {
+  using FloatCpuOp::FloatCpuOp;
   static constexpr const char* kName = "DeformConv2d";
   static constexpr size_t kInputs = 5, kRequired = 3;
 };

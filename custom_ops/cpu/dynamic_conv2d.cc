@@ -1,5 +1,6 @@
 #include "dynamic_conv2d.h"
 
+#include <algorithm>
 #include <string>
 
 namespace edgeconv {
@@ -7,8 +8,14 @@ namespace {
 constexpr const char* kOp = DynamicConv2dOp::kName;
 }  // namespace
 
-DynamicConv2dKernel::DynamicConv2dKernel(const OrtApi&, const OrtKernelInfo* info)
-    : attrs(ReadConv2dAttrs(info, kOp, /*with_offset_group=*/false)) {
+// Per-sample mixed weights are built for a chunk of samples at a time, at most this many bytes
+// (at least one sample): memory stays bounded whatever N, and the conv still has N*G*tiles tasks
+// of the chunk to spread over the pool.
+constexpr int64_t kMixChunkBytes = int64_t{64} << 20;
+
+DynamicConv2dKernel::DynamicConv2dKernel(const OrtApi&, const OrtKernelInfo* info, const OpConfig& cfg)
+    : attrs(ReadConv2dAttrs(info, kOp, /*with_offset_group=*/false)), config(cfg) {
+  RejectAttrs(info, kOp, {"auto_pad", "offset_group"}, "strides, pads, dilations, group, kernel_shape");
   w_cache.Init(info, 1);
 }
 
@@ -28,6 +35,7 @@ OrtStatusPtr DynamicConv2dKernel::ComputeV2(OrtKernelContext* context) {
     if (K == 0) Fail(kOp, "input 'W' must have at least one expert kernel (dim 0), got shape " + ShapeToString(W.shape));
     const ConvShapes s = CheckConvShapes(X, W, 1, a, kOp);
     const int64_t N = s.N, C = s.C, H = s.H, Wd = s.W, O = s.O, Cg = s.Cg, KH = s.KH, KW = s.KW;
+    const int64_t OH = s.OH, OW = s.OW, KK = s.KK;
     if (att.shape[0] != N || att.shape[1] != K)
       Fail(kOp, "input 'attention' must have shape [N, K] = [" + std::to_string(N) + ", " + std::to_string(K) + "], got " +
                     ShapeToString(att.shape));
@@ -37,49 +45,66 @@ OrtStatusPtr DynamicConv2dKernel::ComputeV2(OrtKernelContext* context) {
         Fail(kOp, "input 'B' must have shape [K, O] = [" + std::to_string(K) + ", " + std::to_string(O) + "], got " +
                       ShapeToString(B.shape));
     }
-    const int64_t OH = ConvOutSize(H, KH, a.stride_h, a.pad_t, a.pad_b, a.dil_h, kOp, "height");
-    const int64_t OW = ConvOutSize(Wd, KW, a.stride_w, a.pad_l, a.pad_r, a.dil_w, kOp, "width");
-    const int64_t KK = KH * KW;
 
     const std::vector<int64_t> y_shape{N, O, OH, OW};
-    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
-    if (N == 0 || O == 0) return;
+    if (N == 0 || O == 0) {
+      ctx.GetOutput(0, y_shape);
+      return;
+    }
 
-    const kern::KernelTable& k = Kernels();
+    const kern::KernelTable& k = *config.kernels;
     const kern::Runner runner = MakeRunner(context);
-    const int64_t per_sample = k.packed_weights_size(O, a.group, Cg, KK);
-    FloatBuffer x_nhwc(static_cast<size_t>(X.numel), kOp);
-    FloatBuffer w_mixed(static_cast<size_t>(N * per_sample), kOp);
-    k.nchw_to_nhwc(X.data, x_nhwc.data(), N, C, H * Wd, runner);
-    // Packing is linear: with W an initializer, the K experts are packed once and mixed per call
-    // (contiguous FMAs); otherwise the experts' rows are mixed and packed in one pass.
-    if (const float* experts = w_cache.Get(k, W.data, K, O, a.group, Cg, KK, kOp)) {
-      k.mix_weights(experts, K, per_sample, att.data, N, w_mixed.data(), runner);
-    } else if (k.pack_weights(W.data, att.data, w_mixed.data(), N, K, O, a.group, Cg, KK, runner) != 0) {
-      Fail(kOp, "out of memory (weight packing)", ORT_FAIL);
-    }
-    FloatBuffer b_mixed(B.present ? static_cast<size_t>(N * O) : 1, kOp);
-    if (B.present) {
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t o = 0; o < O; ++o) {
-          float s = 0.0f;
-          for (int64_t e = 0; e < K; ++e) s += att.data[n * K + e] * B.data[e * O + o];
-          b_mixed.data()[n * O + o] = s;
-        }
-    }
-
     kern::ConvArgs args{};
     args.g = kern::ConvGeometry{N, C, H, Wd, O, KH, KW, a.stride_h, a.stride_w, a.pad_t, a.pad_l,
                                 a.dil_h, a.dil_w, a.group, 1, OH, OW};
-    args.x_nhwc = x_nhwc.data();
+    // One expert's packed size <= 16 (panel padding) * its element count: bounded first.
+    CheckedMul(W.numel / K, 16, kOp, "packed size of input 'W'");
+    const int64_t per_sample = k.packed_weights_size(O, a.group, Cg, KK);
+    const int64_t chunk = std::min(N, std::max<int64_t>(1, kMixChunkBytes / int64_t{sizeof(float)} / per_sample));
+    const bool cached = w_cache.IsConstant(W.data);
+    MemoryBudget budget(kOp, config.memory_limit_bytes);
+    budget.Add(N * O * OH * OW, "output 'Y'");  // (product checked by CheckConvShapes)
+    budget.Add(X.numel, "NHWC copy of input 'X'");
+    if (cached) budget.Add(CheckedMul(K, per_sample, kOp, "packed size of input 'W'"), "packed expert weights");
+    budget.Add(CheckedMul(chunk, per_sample, kOp, "mixed weights"), "mixed weights of a chunk of samples");
+    budget.Add(B.present ? chunk * O : 0, "mixed bias");
+    args.g.N = chunk;
+    budget.Add(std::max(k.conv_scratch_floats(args.g), k.pack_scratch_floats(O, a.group, Cg, KK)),
+               "column buffer of one thread");
+
+    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
+    FloatBuffer x_nhwc(static_cast<size_t>(X.numel), kOp);
+    k.nchw_to_nhwc(X.data, x_nhwc.data(), N, C, H * Wd, runner);
+    // Packing is linear: with W an initializer, the K experts are packed once and mixed per call
+    // (contiguous FMAs); otherwise the experts' rows are mixed and packed in one pass.
+    const float* experts = cached ? w_cache.Get(k, W.data, K, O, a.group, Cg, KK, kOp) : nullptr;
+    FloatBuffer w_mixed(static_cast<size_t>(chunk * per_sample), kOp);
+    FloatBuffer b_mixed(B.present ? static_cast<size_t>(chunk * O) : 1, kOp);
     args.w_packed = w_mixed.data();
     args.w_batch_stride = per_sample;
     args.bias = B.present ? b_mixed.data() : nullptr;
     args.bias_batch_stride = O;
     args.offset = nullptr;
     args.mask = nullptr;
-    args.y = y;
-    if (k.conv2d(args, runner) != 0) Fail(kOp, "out of memory (column buffer)", ORT_FAIL);
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t nc = std::min(chunk, N - n0);
+      const float* att_c = att.data + n0 * K;
+      if (experts != nullptr) {
+        k.mix_weights(experts, K, per_sample, att_c, nc, w_mixed.data(), runner);
+      } else if (k.pack_weights(W.data, att_c, w_mixed.data(), nc, K, O, a.group, Cg, KK, runner) != 0) {
+        Fail(kOp, "out of memory (weight packing)", ORT_FAIL);
+      }
+      for (int64_t n = 0; B.present && n < nc; ++n)
+        for (int64_t o = 0; o < O; ++o) {
+          float acc = 0.0f;
+          for (int64_t e = 0; e < K; ++e) acc += att_c[n * K + e] * B.data[e * O + o];
+          b_mixed.data()[n * O + o] = acc;
+        }
+      args.g.N = nc;
+      args.x_nhwc = x_nhwc.data() + n0 * C * H * Wd;
+      args.y = y + n0 * O * OH * OW;
+      if (k.conv2d(args, runner) != 0) Fail(kOp, "out of memory (column buffer)", ORT_FAIL);
+    }
   });
 }
 

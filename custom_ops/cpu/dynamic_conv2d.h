@@ -10,14 +10,16 @@
 namespace edgeconv {
 
 struct DynamicConv2dKernel {
-  DynamicConv2dKernel(const OrtApi& api, const OrtKernelInfo* info);
+  DynamicConv2dKernel(const OrtApi& api, const OrtKernelInfo* info, const OpConfig& config);
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
   Conv2dAttrs attrs;
+  OpConfig config;
   PackedWeightCache w_cache;  // packed expert weights when W is an initializer
 };
 
 struct DynamicConv2dOp : FloatCpuOp<DynamicConv2dOp, DynamicConv2dKernel> {
+  using FloatCpuOp::FloatCpuOp;
   static constexpr const char* kName = "DynamicConv2d";
   static constexpr size_t kInputs = 4, kRequired = 3;
 };

@@ -67,11 +67,19 @@ struct KernelTable {
   // packing is linear, so mixing packed expert weights gives the packed mixed weight).
   void (*mix_weights)(const float* packed, int64_t K, int64_t size, const float* a, int64_t N, float* out,
                       const Runner& runner);
+  // Floats of thread scratch one conv2d task (column tile + GEMM tile) / one pack_weights task
+  // needs, so that the caller can check them against its scratch limit before running.
+  int64_t (*conv_scratch_floats)(const ConvGeometry& g);
+  int64_t (*pack_scratch_floats)(int64_t O, int64_t G, int64_t Cg, int64_t KK);
 };
 
 // Scratch memory owned by the calling thread (grown on demand, 64-byte aligned); nullptr on
 // allocation failure. Implemented in common.cc (ISA-neutral code).
 float* ThreadScratch(size_t floats);
+// Releases the calling thread's scratch when it is larger than kRetainedScratchBytes (called at
+// the end of every task: one large call must not pin its peak scratch on every pool thread).
+constexpr size_t kRetainedScratchBytes = size_t{8} << 20;
+void TrimThreadScratch();
 
 }  // namespace kern
 }  // namespace edgeconv

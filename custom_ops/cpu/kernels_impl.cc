@@ -123,30 +123,31 @@ struct ConvJob {
   int failed;
 };
 
-// Splits base + d (base integer, d an offset) into an integer part and an exact fraction in [0, 1):
-// floor and subtraction of a float are exact, so the sample position keeps the offset's precision
-// whatever the magnitude of base. Returns false for positions outside (-1, size) and for
-// non-finite or huge offsets (checked in float before any integer conversion).
+// Sample position p = float(base) + d, computed in float32 like the ONNX formula (and the
+// PyTorch reference and the fallback functions), split into floor(p) and p - floor(p). Returns
+// false when the tap does not sample: p <= -1, p >= size, or p NaN (an infinite p fails the bounds).
 inline bool SplitPosition(int64_t base, float d, int64_t size, int64_t* i0, float* frac) {
-  if (!(d > -1073741824.0f && d < 1073741824.0f)) return false;  // |d| < 2^30; NaN fails too
-  const float fd = std::floor(d);
-  const int64_t i = base + static_cast<int64_t>(fd);
-  const float f = d - fd;
-  if (i < -1 || i > size - 1 || (i == -1 && f == 0.0f)) return false;  // position <= -1 or >= size
-  *i0 = i;
-  *frac = f;
+  const float p = static_cast<float>(base) + d;
+  if (!(p > -1.0f && p < static_cast<float>(size))) return false;
+  const float fp = std::floor(p);
+  *i0 = static_cast<int64_t>(fp);  // in [-1, size]: bounded above
+  if (*i0 > size - 1) return false;  // (float(size) rounded up for size > 2^24)
+  *frac = p - fp;
   return true;
 }
 
-// dst[0:len] = bilinear sample of the NHWC image `img` (already offset to the first channel) at
-// (by + dy, bx + dx), times m. Zero outside (-1, H) x (-1, W); corners outside the image count as
-// zero; a non-finite position gives zero.
+// dst[0:len] = m * S, S the bilinear sample of the NHWC image `img` (already offset to the first
+// channel) at (by + dy, bx + dx): the sum over the corners inside the image of
+// (float32 corner weight) * value; corners outside are skipped, and S = 0 when the tap does not
+// sample. The mask multiplies after the interpolation, so a NaN/Inf mask gives NaN even there
+// (docs/onnx-ops.md, "NaN and Inf").
 inline void SampleBilinear(float* __restrict dst, const float* __restrict img, int64_t len, int64_t H,
                            int64_t W, int64_t C, int64_t by, float dy, int64_t bx, float dx, float m) {
   int64_t y0, x0;
   float ly, lx;
   if (!SplitPosition(by, dy, H, &y0, &ly) || !SplitPosition(bx, dx, W, &x0, &lx)) {
-    std::memset(dst, 0, sizeof(float) * static_cast<size_t>(len));
+    const float v = m * 0.0f;
+    for (int64_t i = 0; i < len; ++i) dst[i] = v;
     return;
   }
   const float hy = 1.0f - ly, hx = 1.0f - lx;
@@ -155,8 +156,8 @@ inline void SampleBilinear(float* __restrict dst, const float* __restrict img, i
     const float* __restrict b = a + C;
     const float* __restrict c = a + W * C;
     const float* __restrict d = c + C;
-    const float wa = hy * hx * m, wb = hy * lx * m, wc = ly * hx * m, wd = ly * lx * m;
-    for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i];
+    const float wa = hy * hx, wb = hy * lx, wc = ly * hx, wd = ly * lx;
+    for (int64_t i = 0; i < len; ++i) dst[i] = m * (wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i]);
     return;
   }
   const float* s[4];
@@ -164,42 +165,37 @@ inline void SampleBilinear(float* __restrict dst, const float* __restrict img, i
   int n = 0;
   if (y0 >= 0) {
     const float* row = img + y0 * W * C;
-    if (x0 >= 0) { s[n] = row + x0 * C; w[n++] = hy * hx * m; }
-    if (x0 + 1 < W) { s[n] = row + (x0 + 1) * C; w[n++] = hy * lx * m; }
+    if (x0 >= 0) { s[n] = row + x0 * C; w[n++] = hy * hx; }
+    if (x0 + 1 < W) { s[n] = row + (x0 + 1) * C; w[n++] = hy * lx; }
   }
   if (y0 + 1 < H) {
     const float* row = img + (y0 + 1) * W * C;
-    if (x0 >= 0) { s[n] = row + x0 * C; w[n++] = ly * hx * m; }
-    if (x0 + 1 < W) { s[n] = row + (x0 + 1) * C; w[n++] = ly * lx * m; }
+    if (x0 >= 0) { s[n] = row + x0 * C; w[n++] = ly * hx; }
+    if (x0 + 1 < W) { s[n] = row + (x0 + 1) * C; w[n++] = ly * lx; }
   }
   switch (n) {
-    case 4: {
-      const float* __restrict a = s[0]; const float* __restrict b = s[1];
-      const float* __restrict c = s[2]; const float* __restrict d = s[3];
-      const float wa = w[0], wb = w[1], wc = w[2], wd = w[3];
-      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i];
-      break;
-    }
     case 3: {
       const float* __restrict a = s[0]; const float* __restrict b = s[1]; const float* __restrict c = s[2];
       const float wa = w[0], wb = w[1], wc = w[2];
-      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i] + wc * c[i];
+      for (int64_t i = 0; i < len; ++i) dst[i] = m * (wa * a[i] + wb * b[i] + wc * c[i]);
       break;
     }
     case 2: {
       const float* __restrict a = s[0]; const float* __restrict b = s[1];
       const float wa = w[0], wb = w[1];
-      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i] + wb * b[i];
+      for (int64_t i = 0; i < len; ++i) dst[i] = m * (wa * a[i] + wb * b[i]);
       break;
     }
     case 1: {
       const float* __restrict a = s[0];
       const float wa = w[0];
-      for (int64_t i = 0; i < len; ++i) dst[i] = wa * a[i];
+      for (int64_t i = 0; i < len; ++i) dst[i] = m * (wa * a[i]);
       break;
     }
-    default:
-      std::memset(dst, 0, sizeof(float) * static_cast<size_t>(len));
+    default: {  // (unreachable: a sampling position has at least one corner inside)
+      const float v = m * 0.0f;
+      for (int64_t i = 0; i < len; ++i) dst[i] = v;
+    }
   }
 }
 
@@ -373,6 +369,7 @@ void ConvTask(void* user, size_t task) {
   } catch (...) {  // std::bad_alloc from Eigen's temporary buffers: never let it cross the pool
     __atomic_store_n(&job.failed, 1, __ATOMIC_RELAXED);
   }
+  TrimThreadScratch();
 }
 
 // Output pixels per task. The GEMM reads the column tile in K-slices of kKC columns: a slice
@@ -389,10 +386,10 @@ int64_t ChooseTile(int64_t P, int64_t Kd, int64_t outer_tasks) {
   return Max(1, Min(t, P));
 }
 
-int Conv2d(const ConvArgs& a, const Runner& runner) {
-  const ConvGeometry& g = a.g;
+ConvJob MakeConvJob(const ConvArgs* a) {
+  const ConvGeometry& g = a->g;
   ConvJob job{};
-  job.a = &a;
+  job.a = a;
   job.Og = g.O / g.G;
   job.Cg = g.C / g.G;
   job.Cog = g.C / g.OG;
@@ -404,7 +401,20 @@ int Conv2d(const ConvArgs& a, const Runner& runner) {
   job.ntiles = (job.P + job.tile - 1) / job.tile;
   job.col_floats = RoundUp(job.tile * job.Kd, 16);
   job.failed = 0;
-  if (g.N == 0 || g.O == 0 || job.P == 0) return 0;
+  return job;
+}
+
+int64_t ConvScratchFloats(const ConvGeometry& g) {
+  ConvArgs a{};
+  a.g = g;
+  const ConvJob job = MakeConvJob(&a);
+  return job.col_floats + job.tile * job.OgPad;
+}
+
+int Conv2d(const ConvArgs& a, const Runner& runner) {
+  const ConvGeometry& g = a.g;
+  if (g.N == 0 || g.O == 0 || g.OH * g.OW == 0) return 0;
+  ConvJob job = MakeConvJob(&a);
   runner.Run(&ConvTask, static_cast<size_t>(g.N * g.G * job.ntiles), &job);
   return job.failed;
 }
@@ -440,6 +450,9 @@ struct PackJob {
   int* failed;
 };
 
+// Scratch of one PackTask: a panel in [KK][Cg] order plus one mixed row.
+int64_t PackScratchFloats(int64_t, int64_t, int64_t Cg, int64_t KK) { return kPanel * Cg * KK + Cg * KK; }
+
 // One panel of kPanel output channels of weight n, group gi: out[d][jj] = W[n, o(jj), c, k] for
 // d = k*Cg + c. Rows are reordered to [KK][Cg] in scratch, then transposed into the panel.
 void PackTask(void* user, size_t task) {
@@ -451,7 +464,7 @@ void PackTask(void* user, size_t task) {
   const int64_t per_o = j.Cg * j.KK;
   float* __restrict dst = j.out + ((n * j.G + gi) * nop + op) * j.Kd * kPanel;
   const int64_t rows = Min(kPanel, j.Og - op * kPanel);
-  float* scratch = ThreadScratch(static_cast<size_t>(kPanel * j.Kd + per_o));
+  float* scratch = ThreadScratch(static_cast<size_t>(PackScratchFloats(j.O, j.G, j.Cg, j.KK)));
   if (scratch == nullptr) {
     __atomic_store_n(j.failed, 1, __ATOMIC_RELAXED);
     return;
@@ -483,6 +496,7 @@ void PackTask(void* user, size_t task) {
   for (int64_t i = rows * j.Kd; i < kPanel * j.Kd; ++i) tmp[i] = 0.0f;  // padding channels
   Transpose(tmp, kPanel, j.Kd, j.Kd, dst, kPanel);
 #endif
+  TrimThreadScratch();
 }
 
 int64_t PackedWeightsSize(int64_t O, int64_t G, int64_t Cg, int64_t KK) {
@@ -537,7 +551,7 @@ void MixWeights(const float* packed, int64_t K, int64_t size, const float* a, in
 #define EDGECONV_STR2(x) #x
 #define EDGECONV_STR(x) EDGECONV_STR2(x)
 extern const KernelTable kTable = {EDGECONV_STR(EDGECONV_KERN_NS), &Conv2d, &NchwToNhwc, &PackedWeightsSize,
-                                   &PackWeights, &MixWeights};
+                                   &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats};
 
 }  // namespace EDGECONV_KERN_NS
 }  // namespace kern

@@ -174,6 +174,11 @@ def deform_decomposed_function(opset: int, has_mask: bool, has_bias: bool) -> Fu
         return b.op("And", b.op("GreaterOrEqual", v, zero_f), b.op("LessOrEqual", v, hi), hint="in")
 
     vy0, vy1, vx0, vx1 = inside(y0, Hm1), inside(y1, Hm1), inside(x0, Wm1), inside(x1, Wm1)
+    # The tap samples only for -1 < py < H and -1 < px < W (False for NaN): not at exactly -1,
+    # where corner y0+1 would otherwise be multiplied by a zero weight.
+    minus_one = b.op("Neg", one, hint="m1")
+    samples = b.op("And", b.op("And", b.op("Greater", py, minus_one), b.op("Less", py, tofloat(H))),
+                   b.op("And", b.op("Greater", px, minus_one), b.op("Less", px, Wf)), hint="samples")
     flat = b.op("Concat", sq0, og, b.ints([-1, 1]), axis=0, hint="flat")  # (N, og, K*L, 1)
     m = None
     if has_mask:
@@ -185,16 +190,18 @@ def deform_decomposed_function(opset: int, has_mask: bool, has_bias: bool) -> Fu
     acc = None
     for (yy, vy, wy) in ((y0, vy0, hy), (y1, vy1, ly)):
         for (xx, vx, wx) in ((x0, vx0, hx), (x1, vx1, lx)):
-            valid = b.op("And", vy, vx, hint="valid")
+            valid = b.op("And", samples, b.op("And", vy, vx), hint="valid")
             lin = b.op("Add", b.op("Mul", yy, Wf), xx, hint="lin")
             idx = b.op("Cast", b.op("Where", valid, lin, zero_f), to=TensorProto.INT64, hint="idx")
             idx = b.op("Reshape", idx, flat, hint="idxf")  # (N, og, K*L, 1)
-            wgt = b.op("Where", valid, b.op("Mul", wy, wx), zero_f, hint="wgt")
-            wgt = b.op("Reshape", wgt, flat, hint="wgtf")
-            if m is not None:
-                wgt = b.op("Mul", wgt, m, hint="wgtm")
+            wgt = b.op("Reshape", b.op("Mul", wy, wx), flat, hint="wgtf")
+            # Invalid corners are skipped (Where), not multiplied by 0: the gathered pixel (index 0)
+            # may be Inf/NaN, and NaN weights of a NaN position must not leak either.
             term = b.op("Mul", b.op("GatherND", xg, idx, batch_dims=2), wgt, hint="term")  # (N, og, K*L, C/og)
+            term = b.op("Where", b.op("Reshape", valid, flat, hint="validf"), term, zero_f, hint="termv")
             acc = term if acc is None else b.op("Add", acc, term, hint="acc")
+    if m is not None:  # the mask multiplies the interpolated sample (NaN/Inf masks propagate)
+        acc = b.op("Mul", acc, m, hint="accm")
     # acc (N, og, K, L, C/og) -> (N, og, C/og, K, L) == (N, C, K, L) -> (N, g, Cg*K, L)
     acc = b.op("Reshape", acc, b.op("Concat", sq0, og, K, L, Cog, axis=0), hint="acc5")
     acc = b.op("Transpose", acc, perm=[0, 1, 4, 2, 3], hint="acct")

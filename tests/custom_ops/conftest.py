@@ -28,7 +28,8 @@ def lib_path() -> str:
 def isa(request, monkeypatch):
     """Runs a test with the dispatched kernel variant (AVX2+FMA micro-kernel on capable x86-64)
     and with the baseline variant (Eigen GEMM; what aarch64 and old x86-64 CPUs run).
-    libedgeconv_ort reads EDGECONV_ISA at every kernel call."""
+    libedgeconv_ort reads EDGECONV_ISA once per process: ec_ortops_util.session passes it on as the
+    session config entry edgeconv.isa, read at each registration."""
     if request.param == "generic":
         monkeypatch.setenv("EDGECONV_ISA", "generic")
     else:

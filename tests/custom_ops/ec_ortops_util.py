@@ -51,13 +51,28 @@ def onnx_deform_model(mask: bool, bias: bool, **attrs) -> onnx.ModelProto:
     return model
 
 
-def session(model: onnx.ModelProto, lib: str, threads: int = 1):
+def session_options(lib: str, threads: int = 1, **config: str):
+    """SessionOptions with libedgeconv_ort registered. The library reads its session config entries
+    (`edgeconv.isa`, `edgeconv.max_memory_bytes`) at registration, so they are added first; the
+    ISA follows the test's EDGECONV_ISA (the `isa` fixture) unless given."""
+    import os
+
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    config.setdefault("edgeconv.isa", os.environ.get("EDGECONV_ISA", "auto"))
+    for key, value in config.items():
+        so.add_session_config_entry(key, value)
     so.register_custom_ops_library(lib)
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    return so
+
+
+def session(model: onnx.ModelProto, lib: str, threads: int = 1, **config: str):
+    import onnxruntime as ort
+
+    so = session_options(lib, threads, **config)
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
@@ -70,27 +85,30 @@ def out_size(n, k, s, p0, p1, d):
 
 
 def _bilinear(img: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """img [N, Cc, H, W]; y, x [N, OH, OW] -> [N, Cc, OH, OW]. Zero outside (-1, H) x (-1, W),
-    out-of-image corners count as zero, non-finite positions give zero."""
+    """img [N, Cc, H, W]; y, x float32 [N, OH, OW] -> [N, Cc, OH, OW] (docs/onnx-ops.md, "NaN and
+    Inf"): no sample outside (-1, H) x (-1, W) or for NaN positions, corners outside the image
+    skipped, float32 corner weights; the sum itself in float64."""
     N, Cc, H, W = img.shape
     with np.errstate(invalid="ignore"):
         valid = (y > -1) & (y < H) & (x > -1) & (x < W)
-    y = np.where(valid, y, 0.0)
-    x = np.where(valid, x, 0.0)
-    y0 = np.floor(y).astype(np.int64)
-    x0 = np.floor(x).astype(np.int64)
-    ly, lx = y - y0, x - x0
+    y = np.where(valid, y, np.float32(0))
+    x = np.where(valid, x, np.float32(0))
+    y0f, x0f = np.floor(y), np.floor(x)
+    ly, lx = y - y0f, x - x0f  # float32, as in the kernels
+    y0, x0 = y0f.astype(np.int64), x0f.astype(np.int64)
+    one = np.float32(1)
     out = np.zeros((N, y.shape[1], y.shape[2], Cc))
     n_idx = np.arange(N)[:, None, None]
     for yy, xx, wgt in (
-        (y0, x0, (1 - ly) * (1 - lx)),
-        (y0, x0 + 1, (1 - ly) * lx),
-        (y0 + 1, x0, ly * (1 - lx)),
+        (y0, x0, (one - ly) * (one - lx)),
+        (y0, x0 + 1, (one - ly) * lx),
+        (y0 + 1, x0, ly * (one - lx)),
         (y0 + 1, x0 + 1, ly * lx),
     ):
         ok = valid & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
         v = img[n_idx, :, np.clip(yy, 0, H - 1), np.clip(xx, 0, W - 1)]  # [N, OH, OW, Cc]
-        out += np.where(ok[..., None], v * wgt[..., None], 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out += np.where(ok[..., None], v * wgt.astype(np.float64)[..., None], 0.0)
     return out.transpose(0, 3, 1, 2)
 
 
@@ -111,14 +129,15 @@ def deform_conv2d_ref(x, w, offset, mask=None, b=None, strides=(1, 1), pads=(0, 
     base_x = (np.arange(OW) * sw - pl)[None, :]
     for og, (ky, kx) in itertools.product(range(offset_group), itertools.product(range(KH), range(KW))):
         k = ky * KW + kx
-        dy = offset[:, og * 2 * KK + 2 * k].astype(np.float64)
-        dx = offset[:, og * 2 * KK + 2 * k + 1].astype(np.float64)
-        with np.errstate(invalid="ignore", over="ignore"):
-            yy = base_y[None] + ky * dh + dy
-            xx = base_x[None] + kx * dw + dx
+        dy = offset[:, og * 2 * KK + 2 * k].astype(np.float32)
+        dx = offset[:, og * 2 * KK + 2 * k + 1].astype(np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):  # positions in float32, as ONNX writes them
+            yy = (base_y[None] + ky * dh).astype(np.float32) + dy
+            xx = (base_x[None] + kx * dw).astype(np.float32) + dx
         s = _bilinear(x[:, og * Cog:(og + 1) * Cog], yy, xx)
         if mask is not None:
-            s = s * mask[:, og * KK + k].astype(np.float64)[:, None]
+            with np.errstate(invalid="ignore", over="ignore"):
+                s = s * mask[:, og * KK + k].astype(np.float64)[:, None]
         cols[:, og * Cog:(og + 1) * Cog, k] = s
     Og = O // group
     y = np.zeros((N, O, OH, OW))
@@ -131,11 +150,25 @@ def deform_conv2d_ref(x, w, offset, mask=None, b=None, strides=(1, 1), pads=(0, 
 
 
 def conv2d_ref(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1) -> np.ndarray:
+    """Plain grouped convolution in float64 by strided slices of the zero-padded input (no
+    sampling: padding zeros times an Inf weight give NaN, as in any IEEE convolution)."""
+    x = x.astype(np.float64)
+    w = w.astype(np.float64)
     N, C, H, W = x.shape
     O, Cg, KH, KW = w.shape
-    zero = np.zeros((N, 2 * KH * KW, out_size(H, KH, strides[0], pads[0], pads[2], dilations[0]),
-                     out_size(W, KW, strides[1], pads[1], pads[3], dilations[1])), np.float32)
-    return deform_conv2d_ref(x, w, zero, None, b, strides, pads, dilations, group, 1)
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = strides, pads, dilations
+    OH, OW = out_size(H, KH, sh, pt, pb, dh), out_size(W, KW, sw, pl, pr, dw)
+    xp = np.zeros((N, C, H + pt + pb, W + pl + pr))
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    Og = O // group
+    y = np.zeros((N, O, OH, OW))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for ky, kx, g in itertools.product(range(KH), range(KW), range(group)):
+            patch = xp[:, g * Cg:(g + 1) * Cg, ky * dh:ky * dh + (OH - 1) * sh + 1:sh, kx * dw:kx * dw + (OW - 1) * sw + 1:sw]
+            y[:, g * Og:(g + 1) * Og] += np.einsum("oc,nchw->nohw", w[g * Og:(g + 1) * Og, :, ky, kx], patch)
+        if b is not None:
+            y += b.astype(np.float64)[None, :, None, None]
+    return y
 
 
 def dynamic_conv2d_ref(x, w, att, b=None, **kw) -> np.ndarray:
@@ -143,7 +176,8 @@ def dynamic_conv2d_ref(x, w, att, b=None, **kw) -> np.ndarray:
     att = att.astype(np.float64)
     outs = []
     for n in range(x.shape[0]):
-        wn = np.tensordot(att[n], w.astype(np.float64), axes=1)
+        with np.errstate(invalid="ignore", over="ignore"):
+            wn = np.tensordot(att[n], w.astype(np.float64), axes=1)
         bn = None if b is None else att[n] @ b.astype(np.float64)
         outs.append(conv2d_ref(x[n:n + 1], wn, bn, **kw))
     return np.concatenate(outs)
