@@ -40,6 +40,7 @@ __all__ = [
     "ProfileResult",
     "profile",
     "count_parameters",
+    "kind_summary",
     "SeparableApproximation",
     "separable_approximation",
 ]
@@ -111,6 +112,20 @@ class ProfileResult:
 
         rule = "-" * len(fmt(header))
         return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(total)])
+
+
+def kind_summary(prof: ProfileResult) -> Dict[str, Dict[str, Any]]:
+    """Profile rows aggregated per kind: layers, params, MACs and MAC share (sorted by MACs)."""
+    total = max(1, prof.total_macs)
+    out: Dict[str, Dict[str, Any]] = {}
+    for r in prof.rows:
+        k = out.setdefault(r.kind, {"layers": 0, "params": 0, "macs": 0})
+        k["layers"] += 1
+        k["params"] += r.params
+        k["macs"] += r.macs
+    for v in out.values():
+        v["mac_share"] = v["macs"] / total
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["macs"]))
 
 
 def count_parameters(module: nn.Module) -> int:

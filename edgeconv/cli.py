@@ -30,12 +30,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edgeconv.cli_common import (  # shared with edgeconv.bench
+    PROG, TARGETS, CLIError, parse_rpc, parse_shape,
+    Parser as _Parser, checked as _checked, console as _console, fmt_count as _fmt_int,
+    non_negative_int as _non_negative_int, positive_float as _positive_float, positive_int as _positive_int,
+    print_table as _print_table, rpc_arg as _rpc_arg, shape_arg as _shape_arg,
+)
+from edgeconv.bench.__main__ import BENCHMARKS
+from edgeconv.deploy.stages import DEPLOY_TARGETS
+
 __all__ = ["main", "build_parser", "CLIError", "parse_shape", "resolve_model", "TARGETS"]
-
-PROG = "edgeconv"
-TARGETS = ("x86", "x86-avx2", "x86-avx512", "arm64", "arm64-dotprod")
-DEPLOY_TARGETS = ("ort", "tvm-x86", "tvm-arm64", "ort-arm64")
-
 
 DEPLOY_EXIT_RULE = """\
 exit codes:
@@ -47,91 +51,6 @@ exit codes:
   1  a stage failed: an error, or parity above --tol (max|y - y_torch| / max|y_torch|).
   2  usage error (unknown model, malformed --input, bad target, unreadable file).
 """
-
-
-class CLIError(Exception):
-    """A user error: printed as ``edgeconv: error: <message>``, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line ``edgeconv: error: ...`` with exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        hint = f" (see '{self.prog} --help')"
-        sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
-        sys.exit(2)
-
-
-# ------------------------------------------------------------------------------------------
-# argument helpers
-# ------------------------------------------------------------------------------------------
-
-
-def parse_shape(text: str) -> Tuple[int, ...]:
-    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; 4 positive ints (NCHW)."""
-    raw = str(text).strip().replace("x", ",").replace("X", ",")
-    parts = [p.strip() for p in raw.split(",")]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224") from None
-    if len(shape) != 4 or min(shape) <= 0:
-        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224 (NCHW)")
-    return shape
-
-
-def _shape_arg(text: str) -> Tuple[int, ...]:
-    try:
-        return parse_shape(text)
-    except CLIError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str):
-    """An argparse ``type``: ``convert`` the text, then require ``accept(value)``."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _checked(int, lambda v: v > 0, "a positive int")
-_positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")  # NaN fails
-_non_negative_int = _checked(int, lambda v: v >= 0, "an int >= 0")
-
-
-def parse_rpc(text: str) -> Dict[str, Any]:
-    """``HOST:PORT`` (RPC server) or ``HOST:PORT/KEY`` (RPC tracker + device key)."""
-    key = None
-    spec = text
-    if "/" in spec:
-        spec, key = spec.split("/", 1)
-        if not key:
-            raise CLIError(f"malformed --rpc {text!r}: empty tracker key after '/'")
-    host, sep, port = spec.rpartition(":")
-    if not sep or not host:
-        raise CLIError(f"malformed --rpc {text!r}: expected HOST:PORT or HOST:PORT/KEY")
-    try:
-        port_num = int(port)
-    except ValueError:
-        raise CLIError(f"malformed --rpc {text!r}: port {port!r} is not an int") from None
-    if not 0 < port_num < 65536:
-        raise CLIError(f"malformed --rpc {text!r}: port out of range")
-    return {"host": host, "port": port_num, "key": key}
-
-
-def _rpc_arg(text: str) -> Dict[str, Any]:
-    try:
-        return parse_rpc(text)
-    except CLIError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _writable_dir(path, what: str = "output directory") -> Path:
@@ -226,39 +145,6 @@ def resolve_model(
     if not isinstance(model, torch.nn.Module):
         raise CLIError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval(), shape, name
-
-
-# ------------------------------------------------------------------------------------------
-# output helpers
-# ------------------------------------------------------------------------------------------
-
-
-def _console(quiet: bool = False, stderr: bool = False):
-    """A rich console; when not writing to a terminal, wide enough that tables do not wrap."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 220
-    return Console(quiet=quiet, highlight=False, soft_wrap=True, width=width, stderr=stderr)
-
-
-def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="right" if i in right else "left", overflow="fold")
-    for r in rows:
-        table.add_row(*[str(c) for c in r])
-    _console().print(table)
-
-
-def _fmt_int(n: float) -> str:
-    n = float(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{int(n)}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -397,7 +283,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     rows.append(("TOTAL", "", f"{prof.total_params:,}", f"{prof.total_macs:,}", ""))
     _print_table(f"{name} on {'x'.join(map(str, shape))}", ("layer", "kind", "params", "MACs", "output"), rows,
                  right=(2, 3))
-    from edgeconv.deploy import kind_summary
+    from edgeconv.analysis import kind_summary
 
     krows = [
         (k, v["layers"], f"{v['params']:,}", f"{v['macs']:,}", f"{100 * v['mac_share']:.1f}%")
@@ -531,7 +417,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.rpc:
         import numpy as np
 
-        from edgeconv.deploy import run_rpc
+        from edgeconv.exporters.tvm.rpc import run_rpc
 
         res = run_rpc(args.output, args.rpc, list(feeds.values()), repeats=args.repeat or 10)
         out = res["outputs"]
@@ -548,8 +434,6 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
             sys.stdout.write(args.bench_help())
             return 0
         raise CLIError("bench needs a benchmark name: kernels, tvm, model or models")
-    from edgeconv.bench.__main__ import BENCHMARKS
-
     module_name = BENCHMARKS[which]
     try:
         module = importlib.import_module(module_name)
@@ -559,11 +443,7 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
     argv = list(rest)
     if args.rpc_raw:
         parse_rpc(args.rpc_raw)  # validate early: exit 2 on a malformed address
-        try:
-            supports_rpc = '"--rpc"' in inspect.getsource(module)
-        except (OSError, TypeError):
-            supports_rpc = False
-        if not supports_rpc:
+        if not getattr(module, "SUPPORTS_RPC", False):
             raise CLIError(f"'edgeconv bench {which}' does not support --rpc; use 'edgeconv bench model --rpc' "
                            "or 'edgeconv deploy --rpc'")
         argv += ["--rpc", args.rpc_raw]
@@ -697,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="benchmarks: kernels | tvm | model | models (extra args passed on)",
                        description="Run a benchmark; arguments after its name go to it "
                                    "('edgeconv bench model --help' shows them).")
-    p.add_argument("what", nargs="?", choices=("kernels", "tvm", "model", "models"), help="benchmark to run")
+    p.add_argument("what", nargs="?", choices=tuple(BENCHMARKS), help="benchmark to run")
     p.add_argument("--rpc", dest="rpc_raw", type=str, default=None, metavar="HOST:PORT[/KEY]",
                    help="run TVM modules on a remote device (tvm, model)")
     p.set_defaults(func=cmd_bench, passthrough=True, bench_help=p.format_help)

@@ -14,7 +14,7 @@ import numpy as np
 
 import pytest
 
-cli = pytest.importorskip("edgeconv.cli")
+from edgeconv import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,6 +111,19 @@ def test_parse_shape():
     for bad in ("", "1,3", "a,b,c,d", "1,3,-1,4", "1,3,2,2,2"):
         with pytest.raises(cli.CLIError):
             cli.parse_shape(bad)
+
+
+def test_tvm_target_names_agree():
+    """the CLI's target choices are the TVM exporter's (restated there: that package imports TVM)"""
+    pytest.importorskip("tvm")
+    from edgeconv.exporters.tvm.targets import TARGET_NAMES
+
+    assert cli.TARGETS == TARGET_NAMES
+
+
+def test_bench_rpc_only_where_supported(capsys):
+    rc, _, err = call(capsys, "bench", "kernels", "--rpc", "127.0.0.1:9090")
+    assert rc == 2 and "does not support --rpc" in err
 
 
 def test_parse_rpc():

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeconv.bench.tvm import cpu_name, interleaved, max_rel_err
+from edgeconv.bench.tvm import cpu_name, interleaved
+from edgeconv.deploy.measure import max_rel_err
 
 # benchmark name -> pytorchcv module (``pytorchcv.models.<module>.<name>``)
 PYTORCHCV = {

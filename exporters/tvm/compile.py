@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.deploy.measure import to_numpy_list
+
 __all__ = ["import_model", "compile_tvm", "CompiledModel", "set_num_threads", "build_config"]
 
 
@@ -177,7 +179,7 @@ class CompiledModel:
         dev = tvm.cpu()
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
         out = self.vm["main"](*args)
-        return _to_numpy_list(out)
+        return to_numpy_list(out)
 
     def _check_shapes(self, inputs) -> None:
         """A clear error for an input whose static dims differ from what was compiled (the VM's
@@ -221,21 +223,6 @@ class CompiledModel:
         else:
             self.executable.export_library(path)
         return path
-
-
-def _to_numpy_list(out):
-    import tvm
-
-    if isinstance(out, (list, tuple)) or type(out).__name__ in ("Array", "Tuple"):
-        res = []
-        for o in out:
-            res.extend(_to_numpy_list(o))
-        return res
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    if isinstance(out, tvm.runtime.Tensor):  # pragma: no cover
-        return [out.numpy()]
-    return [np.asarray(out)]
 
 
 def compile_tvm(
