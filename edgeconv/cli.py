@@ -151,52 +151,51 @@ def resolve_model(
 # commands
 # ------------------------------------------------------------------------------------------
 
-# kind -> (constructor kwargs builder, claim, expected params ratio vs standard conv)
-LAYER_SHAPE = (1, 64, 56, 56)
-
-
 def layer_comparison(c: int = 64, n: int = 64, hw: int = 56, k: int = 3) -> List[Dict[str, Any]]:
     """Every conv kind on ``1 x c x hw x hw -> n`` (k x k where applicable) vs a standard conv.
 
-    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves; ``expected``
-    is the seed article's formula for the parameter ratio, to compare with the measured one.
+    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves and the kind
+    from :mod:`edgeconv.kinds`; ``expected`` is the seed article's formula for the parameter
+    ratio, to compare with the measured one.
     """
     import torch
     from torch import nn
 
     from edgeconv import layers as L
     from edgeconv.analysis import profile
+    from edgeconv.kinds import kind_of
 
     g, p, kd = 4, 4, 4
     rows_spec = [
-        ("conv (reference)", lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
-        ("true", lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
-        ("group", lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
-        ("depthwise", lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
-        ("gdc", lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
-        ("shuffled_group", lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
-        ("separable", lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
+        (lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
+        (lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
+        (lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
+        (lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
+        (lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
+        (lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
+        (lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
          1 / n + 1 / (k * k)),
-        ("mixconv", lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
+        (lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
          sum(ci * ki * ki for ci, ki in zip(L.split_channels(c, 3), (3, 5, 7))) / (n * c * k * k)),
-        ("dilated", lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
-        ("deform", lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
+        (lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
+        (lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
          1 + (2 * k * k) / n),
-        ("deform_v2", lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
+        (lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
          1 + (3 * k * k) / n),
-        ("spatially_separable", lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
+        (lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
          2 / k),
-        ("flattened", lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
-        ("hetconv", lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
-        ("dynamic", lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
+        (lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
+        (lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
+        (lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
          f"{kd}x kernels + attention; MACs +attention +mixing (paper: ~+4% FLOPs on MobileNet)", float(kd)),
     ]
     shape = (1, c, hw, hw)
     out: List[Dict[str, Any]] = []
     base_params = base_macs = base_weights = None
-    for kind, build, claim, expected in rows_spec:
+    for build, claim, expected in rows_spec:
         torch.manual_seed(0)
         layer = build()
+        kind = "conv (reference)" if base_params is None else kind_of(layer)
         prof = profile(layer, shape)
         params, macs = prof.total_params, prof.total_macs
         bias = sum(p.numel() for name, p in layer.named_parameters() if name.rsplit(".", 1)[-1] == "bias")
