@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.opdefs import DOMAIN
+
 from .runners import build_kernels, build_runners, run_ort, run_tvm
 from .toolchain import ArmToolError, find_tools
 
-__all__ = ["verify_arm", "format_table", "ArmVerifyResult", "BackendResult", "CUSTOM_DOMAIN"]
+__all__ = ["verify_arm", "format_table", "ArmVerifyResult", "BackendResult"]
 
-CUSTOM_DOMAIN = "edgeconv"
 # "ran": a backend ran but there was nothing to compare with (prebuilt library, no reference)
 _GOOD = ("ok", "ran")
 _NEUTRAL = ("skipped", "unsupported")
@@ -397,7 +398,7 @@ def verify_arm(model_or_onnx_path, inputs=None, *, tvm: bool = True, ort: bool =
     arrs = _normalize_inputs(inputs, names)
     if arrs is None:
         arrs = _random_inputs(model, seed)
-    uses_custom = _uses_domain(model, CUSTOM_DOMAIN)
+    uses_custom = _uses_domain(model, DOMAIN)
     if refs is None:
         refs, ref_desc = _x86_reference(onnx_path, arrs, names, uses_custom)
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeconv.deploy.measure import to_numpy_list
+from edgeconv.opdefs import DOMAIN
 
 __all__ = ["import_model", "compile_tvm", "CompiledModel", "set_num_threads", "build_config"]
 
@@ -118,7 +119,7 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
         from tvm.relax.frontend.onnx import from_onnx
 
         in_names, out_names = _onnx_io(model)
-        if any(n.domain == "edgeconv" for n in model.graph.node):
+        if any(n.domain == DOMAIN for n in model.graph.node):
             # TVM's frontend knows neither the edgeconv ops nor model-local functions.
             from ..onnx import standard_op_model
 
