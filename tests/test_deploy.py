@@ -27,7 +27,7 @@ def _tvm_or_skip():
         pytest.skip(why)
 
 
-def _replace_run(name, run, table=S.STAGES):
+def _replace_run(name, run, table=S.TABLE):
     """The stage table with stage ``name`` running ``run`` (an injected backend)."""
     return [replace(s, run=run) if s.name == name else s for s in table]
 
@@ -82,7 +82,7 @@ def test_arm_helper_without_tools_is_a_legit_skip(tmp_path):
     no_tools = SimpleNamespace(tools_available=lambda: (False, "qemu-aarch64 not found (apt install qemu-user)"),
                                verify_arm=lambda *a, **k: pytest.fail("must not run"))
     assert "qemu-aarch64 not found" in S.arm_missing(no_tools)
-    emulated = [s for s in S.STAGES if s.probe is S.arm_missing]
+    emulated = [s for s in S.TABLE if s.probe is S.arm_missing]
     assert {s.name for s in emulated} == {"tvm-arm64-run", "ort-arm64-run"}
     assert all(s.missing == S.SKIP for s in emulated)  # a legit skip even when named explicitly
 
@@ -139,7 +139,7 @@ def test_ort_pipeline_report_files(tmp_path):
 
 
 def test_missing_tvm_is_a_legit_skip_only_for_default_targets(tmp_path):
-    table = S.with_probe(S.STAGES, S.tvm_missing, lambda: "TVM not available (test)")
+    table = S.with_probe(S.TABLE, S.tvm_missing, lambda: "TVM not available (test)")
     table = S.with_probe(table, S.library_missing, lambda: "library not built (test)")
     no_arm = [s for s in table if s.target != "tvm-arm64"]  # default targets: ort, tvm-x86
     res = run_deploy(_cfg(tmp_path, targets=None), no_arm)

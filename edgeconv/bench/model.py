@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 from edgeconv.cli_common import (
     TARGETS, CLIError, Parser, positive_float, positive_int, print_table, rpc_arg, shape_arg,
 )
-from edgeconv.deploy.stages import BENCH_BACKENDS, STAGES, DeployConfig
+from edgeconv.deploy.stages import BENCH_BACKENDS, TABLE, DeployConfig
 
 #: ``edgeconv bench --rpc`` is passed on to this benchmark
 SUPPORTS_RPC = True
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     wanted = {BENCH_BACKENDS[b]: b for b in backends}
     if args.rpc:
         wanted["tvm-rpc"] = f"tvm-rpc({args.rpc_target})"
-    stages = [s for s in STAGES if s.name in wanted or s.name == "torch"
+    stages = [s for s in TABLE if s.name in wanted or s.name == "torch"
               or (s.name == "export" and set(wanted) - {"torch"})]
     with tempfile.TemporaryDirectory(prefix="edgeconv-bench-") as tmp:
         cfg = DeployConfig(model=model, model_name=name, input_shape=shape, outdir=Path(tmp), repeats=args.repeats,
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
                 print(f"[bench model] {wanted[stage]} ...", file=sys.stderr, flush=True)
 
         done = {st.name: st for st in run_stages(make_context(cfg), stages, explicit=False, on_start=announce)}
-    needs = {s.name: s.needs for s in STAGES}
+    needs = {s.name: s.needs for s in TABLE}
     results = []
     for stage, backend in wanted.items():
         st = done[stage]

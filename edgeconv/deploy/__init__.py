@@ -2,7 +2,7 @@
 
 Pipeline (each stage is recorded with status, wall time, parity and latency; a failing stage
 records its error and the pipeline goes on with whatever does not depend on it). The stages are
-the rows of :data:`edgeconv.deploy.stages.STAGES`:
+the rows of :data:`edgeconv.deploy.stages.TABLE`:
 
 ============== ================================================================================
 stage           what it does
@@ -47,7 +47,7 @@ import importlib
 
 from .measure import kind_latency_torch, parity, summarize_ms, time_callable
 from .pipeline import DeployResult, exit_code, run_deploy
-from .stages import DEFAULT_TARGETS, DEPLOY_TARGETS, STAGES, DeployConfig, StageResult, export_model, make_ort_session
+from .stages import DEFAULT_TARGETS, DEPLOY_TARGETS, DeployConfig, StageResult, export_model, make_ort_session
 
 __all__ = [
     "DeployConfig",
@@ -63,7 +63,6 @@ __all__ = [
     "kind_summary",
     "kind_latency_torch",
     "run_rpc",
-    "STAGES",
     "DEPLOY_TARGETS",
     "DEFAULT_TARGETS",
 ]

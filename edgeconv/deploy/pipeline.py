@@ -1,4 +1,4 @@
-"""Run a selection of :data:`~edgeconv.deploy.stages.STAGES`: skip/fail rules and the exit code.
+"""Run a selection of :data:`~edgeconv.deploy.stages.TABLE`: skip/fail rules and the exit code.
 
 A stage whose ``needs`` did not pass is skipped ("upstream failed" when one failed: not
 legitimate, but the upstream failure already makes the exit code 1). A stage whose probe reports
@@ -19,7 +19,7 @@ import numpy as np
 
 from .measure import one_line
 from .stages import (
-    FAIL, RPC, SKIP, STAGES, Context, DEFAULT_TARGETS, DeployConfig, Stage, StageResult, StageSkipped,
+    FAIL, RPC, SKIP, TABLE, Context, DEFAULT_TARGETS, DeployConfig, Stage, StageResult, StageSkipped,
 )
 
 __all__ = ["DeployResult", "exit_code", "select", "make_context", "run_stages", "run_deploy"]
@@ -171,7 +171,7 @@ class _Progress:
             self._progress.console.print(f"  {stage.name}: {stage.status}" + (f" ({stage.reason})" if stage.reason else ""))
 
 
-def run_deploy(cfg: DeployConfig, stages: Sequence[Stage] = STAGES) -> DeployResult:
+def run_deploy(cfg: DeployConfig, stages: Sequence[Stage] = TABLE) -> DeployResult:
     """Run the pipeline for ``cfg`` and write the report; never raises for a stage failure.
 
     ``stages`` is the table to select from (tests inject probes with

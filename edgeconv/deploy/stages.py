@@ -1,9 +1,9 @@
-"""The stages of ``edgeconv deploy`` (and ``edgeconv bench model``): one table, :data:`STAGES`.
+"""The stages of ``edgeconv deploy`` (and ``edgeconv bench model``): one table, :data:`TABLE`.
 
 Each :class:`Stage` names the deploy target that selects it, the stages whose results it needs,
 a probe for its optional dependency and the function that runs it on the typed :class:`Context`
 (which carries what earlier stages produced: reference outputs, the ONNX file, libraries).
-Adding a backend is one entry in :data:`STAGES`; targets, default targets, latency labels and
+Adding a backend is one entry in :data:`TABLE`; targets, default targets, latency labels and
 the ``bench model`` backends are all read from it.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from .measure import kind_latency_torch, one_line, parity, summarize_ms, time_callable, to_numpy_list
 
 __all__ = [
-    "DeployConfig", "StageResult", "Context", "Stage", "StageSkipped", "STAGES", "RPC", "DEPLOY_TARGETS",
+    "DeployConfig", "StageResult", "Context", "Stage", "StageSkipped", "TABLE", "RPC", "DEPLOY_TARGETS",
     "DEFAULT_TARGETS", "BACKEND_LABELS", "BENCH_BACKENDS", "tvm_missing", "library_missing", "arm_missing",
     "make_ort_session", "export_model", "ort_run", "call_arm", "with_probe",
 ]
@@ -104,7 +104,7 @@ RPC = "rpc"
 
 @dataclass(frozen=True)
 class Stage:
-    """One row of :data:`STAGES`.
+    """One row of :data:`TABLE`.
 
     ``target``: the deploy target that selects the stage (``None``: always runs; :data:`RPC`: runs
     with ``--rpc``); ``needs``: stages that must have passed; ``probe()``: ``None`` or why the
@@ -404,8 +404,8 @@ def _tvm_rpc(ctx: Context, st: StageResult) -> None:
     st.info.update(target=target, remote=f"{cfg.rpc['host']}:{cfg.rpc['port']}" + (f"/{cfg.rpc['key']}" if cfg.rpc.get("key") else ""))
 
 
-#: every stage, in pipeline order
-STAGES: Tuple[Stage, ...] = (
+#: the stage table: every stage, in pipeline order
+TABLE: Tuple[Stage, ...] = (
     Stage("torch", None, (), None, _torch, label="PyTorch eager", bench="torch"),
     Stage("profile", None, (), None, _profile),
     Stage("export", None, (), None, _export),
@@ -425,10 +425,10 @@ STAGES: Tuple[Stage, ...] = (
 )
 
 #: deploy targets (``--targets``), in pipeline order
-DEPLOY_TARGETS = tuple(dict.fromkeys(s.target for s in STAGES if s.target not in (None, RPC)))
+DEPLOY_TARGETS = tuple(dict.fromkeys(s.target for s in TABLE if s.target not in (None, RPC)))
 #: targets run when none are named
-DEFAULT_TARGETS = tuple(dict.fromkeys(s.target for s in STAGES if s.target not in (None, RPC) and s.default))
+DEFAULT_TARGETS = tuple(dict.fromkeys(s.target for s in TABLE if s.target not in (None, RPC) and s.default))
 #: backend label used in the latency table/plot, per stage that measures latency
-BACKEND_LABELS = {s.name: s.label for s in STAGES if s.label}
+BACKEND_LABELS = {s.name: s.label for s in TABLE if s.label}
 #: ``edgeconv bench model --backends`` name -> stage
-BENCH_BACKENDS = {s.bench: s.name for s in STAGES if s.bench}
+BENCH_BACKENDS = {s.bench: s.name for s in TABLE if s.bench}
