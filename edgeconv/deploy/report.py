@@ -11,6 +11,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict
 
+from edgeconv import __version__
+from edgeconv.cli_common import fmt_count
+
 from .plot import write_plot
 from .stages import BACKEND_LABELS, DEFAULT_TARGETS
 
@@ -27,21 +30,8 @@ def _versions() -> Dict[str, str]:
             out[mod] = getattr(importlib.import_module(mod), "__version__", "?")
         except Exception:
             out[mod] = "not installed"
-    try:
-        from edgeconv import __version__
-
-        out["edgeconv"] = __version__
-    except Exception:  # pragma: no cover
-        pass
+    out["edgeconv"] = __version__
     return out
-
-
-def _fmt_count(n: float) -> str:
-    n = float(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{int(n)}"
 
 
 def _md_escape(text: str) -> str:
@@ -105,7 +95,7 @@ def _markdown(result: DeployResult, data: Dict[str, Any], plot_note: str) -> str
         f" parity tolerance: max|y - y_torch| / max|y_torch| <= {cfg.tol:g}",
     ]
     if prof is not None:
-        lines.append(f"- {prof.total_params:,} parameters, {prof.total_macs:,} MACs ({_fmt_count(prof.total_macs)})")
+        lines.append(f"- {prof.total_params:,} parameters, {prof.total_macs:,} MACs ({fmt_count(prof.total_macs)})")
     status = "PASS" if result.exit_code == 0 else "FAIL"
     lines += ["", f"**Result: {status}** (exit code {result.exit_code}: 0 iff every stage passed or was legitimately "
               "skipped -- a missing optional dependency of a default target, or no ARM emulator)", ""]
