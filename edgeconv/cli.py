@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgeconv.cli_common import (  # shared with edgeconv.bench
     PROG, TARGETS, CLIError, parse_rpc, parse_shape,
-    Parser as _Parser, checked as _checked, console as _console, fmt_count as _fmt_int,
+    Parser as _Parser, console as _console, fmt_count as _fmt_int,
     non_negative_int as _non_negative_int, positive_float as _positive_float, positive_int as _positive_int,
     print_table as _print_table, rpc_arg as _rpc_arg, shape_arg as _shape_arg,
 )
