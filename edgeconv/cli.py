@@ -45,9 +45,9 @@ DEPLOY_EXIT_RULE = """\
 exit codes:
   0  every stage passed or was legitimately skipped. Legitimate skips: an optional dependency of a
      target that came from the default target list is missing (TVM not installed -> tvm-*, kernel
-     library not built -> ort); the emulated arm64 run when edgeconv.arm or its tools (cross
-     toolchain, qemu-user) are unavailable. Targets named with --targets must run: the same
-     conditions are then failures.
+     library not built -> ort); the emulated arm64 runs when their tools (cross toolchain,
+     qemu-user) are unavailable. Targets named with --targets must run: the same conditions
+     (but the emulator's) are then failures.
   1  a stage failed: an error, or parity above --tol (max|y - y_torch| / max|y_torch|).
   2  usage error (unknown model, malformed --input, bad target, unreadable file).
 """
