@@ -30,108 +30,27 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edgeconv.cli_common import (  # shared with edgeconv.bench
+    PROG, TARGETS, CLIError, parse_rpc, parse_shape,
+    Parser as _Parser, console as _console, fmt_count as _fmt_int,
+    non_negative_int as _non_negative_int, positive_float as _positive_float, positive_int as _positive_int,
+    print_table as _print_table, rpc_arg as _rpc_arg, shape_arg as _shape_arg,
+)
+from edgeconv.bench.__main__ import BENCHMARKS
+from edgeconv.deploy.stages import DEPLOY_TARGETS
+
 __all__ = ["main", "build_parser", "CLIError", "parse_shape", "resolve_model", "TARGETS"]
-
-PROG = "edgeconv"
-TARGETS = ("x86", "x86-avx2", "x86-avx512", "arm64", "arm64-dotprod")
-DEPLOY_TARGETS = ("ort", "tvm-x86", "tvm-arm64", "ort-arm64")
-
 
 DEPLOY_EXIT_RULE = """\
 exit codes:
   0  every stage passed or was legitimately skipped. Legitimate skips: an optional dependency of a
      target that came from the default target list is missing (TVM not installed -> tvm-*, kernel
-     library not built -> ort); the emulated arm64 run when edgeconv.arm or its tools (cross
-     toolchain, qemu-user) are unavailable. Targets named with --targets must run: the same
-     conditions are then failures.
+     library not built -> ort); the emulated arm64 runs when their tools (cross toolchain,
+     qemu-user) are unavailable. Targets named with --targets must run: the same conditions
+     (but the emulator's) are then failures.
   1  a stage failed: an error, or parity above --tol (max|y - y_torch| / max|y_torch|).
   2  usage error (unknown model, malformed --input, bad target, unreadable file).
 """
-
-
-class CLIError(Exception):
-    """A user error: printed as ``edgeconv: error: <message>``, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line ``edgeconv: error: ...`` with exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        hint = f" (see '{self.prog} --help')"
-        sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
-        sys.exit(2)
-
-
-# ------------------------------------------------------------------------------------------
-# argument helpers
-# ------------------------------------------------------------------------------------------
-
-
-def parse_shape(text: str) -> Tuple[int, ...]:
-    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; 4 positive ints (NCHW)."""
-    raw = str(text).strip().replace("x", ",").replace("X", ",")
-    parts = [p.strip() for p in raw.split(",")]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224") from None
-    if len(shape) != 4 or min(shape) <= 0:
-        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224 (NCHW)")
-    return shape
-
-
-def _shape_arg(text: str) -> Tuple[int, ...]:
-    try:
-        return parse_shape(text)
-    except CLIError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str):
-    """An argparse ``type``: ``convert`` the text, then require ``accept(value)``."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _checked(int, lambda v: v > 0, "a positive int")
-_positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")  # NaN fails
-_non_negative_int = _checked(int, lambda v: v >= 0, "an int >= 0")
-
-
-def parse_rpc(text: str) -> Dict[str, Any]:
-    """``HOST:PORT`` (RPC server) or ``HOST:PORT/KEY`` (RPC tracker + device key)."""
-    key = None
-    spec = text
-    if "/" in spec:
-        spec, key = spec.split("/", 1)
-        if not key:
-            raise CLIError(f"malformed --rpc {text!r}: empty tracker key after '/'")
-    host, sep, port = spec.rpartition(":")
-    if not sep or not host:
-        raise CLIError(f"malformed --rpc {text!r}: expected HOST:PORT or HOST:PORT/KEY")
-    try:
-        port_num = int(port)
-    except ValueError:
-        raise CLIError(f"malformed --rpc {text!r}: port {port!r} is not an int") from None
-    if not 0 < port_num < 65536:
-        raise CLIError(f"malformed --rpc {text!r}: port out of range")
-    return {"host": host, "port": port_num, "key": key}
-
-
-def _rpc_arg(text: str) -> Dict[str, Any]:
-    try:
-        return parse_rpc(text)
-    except CLIError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _writable_dir(path, what: str = "output directory") -> Path:
@@ -229,88 +148,54 @@ def resolve_model(
 
 
 # ------------------------------------------------------------------------------------------
-# output helpers
-# ------------------------------------------------------------------------------------------
-
-
-def _console(quiet: bool = False, stderr: bool = False):
-    """A rich console; when not writing to a terminal, wide enough that tables do not wrap."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 220
-    return Console(quiet=quiet, highlight=False, soft_wrap=True, width=width, stderr=stderr)
-
-
-def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="right" if i in right else "left", overflow="fold")
-    for r in rows:
-        table.add_row(*[str(c) for c in r])
-    _console().print(table)
-
-
-def _fmt_int(n: float) -> str:
-    n = float(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{int(n)}"
-
-
-# ------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------
-
-# kind -> (constructor kwargs builder, claim, expected params ratio vs standard conv)
-LAYER_SHAPE = (1, 64, 56, 56)
-
 
 def layer_comparison(c: int = 64, n: int = 64, hw: int = 56, k: int = 3) -> List[Dict[str, Any]]:
     """Every conv kind on ``1 x c x hw x hw -> n`` (k x k where applicable) vs a standard conv.
 
-    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves; ``expected``
-    is the seed article's formula for the parameter ratio, to compare with the measured one.
+    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves and the kind
+    from :mod:`edgeconv.kinds`; ``expected`` is the seed article's formula for the parameter
+    ratio, to compare with the measured one.
     """
     import torch
     from torch import nn
 
     from edgeconv import layers as L
     from edgeconv.analysis import profile
+    from edgeconv.kinds import kind_of
 
     g, p, kd = 4, 4, 4
     rows_spec = [
-        ("conv (reference)", lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
-        ("true", lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
-        ("group", lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
-        ("depthwise", lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
-        ("gdc", lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
-        ("shuffled_group", lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
-        ("separable", lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
+        (lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
+        (lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
+        (lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
+        (lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
+        (lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
+        (lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
+        (lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
          1 / n + 1 / (k * k)),
-        ("mixconv", lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
+        (lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
          sum(ci * ki * ki for ci, ki in zip(L.split_channels(c, 3), (3, 5, 7))) / (n * c * k * k)),
-        ("dilated", lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
-        ("deform", lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
+        (lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
+        (lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
          1 + (2 * k * k) / n),
-        ("deform_v2", lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
+        (lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
          1 + (3 * k * k) / n),
-        ("spatially_separable", lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
+        (lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
          2 / k),
-        ("flattened", lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
-        ("hetconv", lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
-        ("dynamic", lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
+        (lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
+        (lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
+        (lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
          f"{kd}x kernels + attention; MACs +attention +mixing (paper: ~+4% FLOPs on MobileNet)", float(kd)),
     ]
     shape = (1, c, hw, hw)
     out: List[Dict[str, Any]] = []
     base_params = base_macs = base_weights = None
-    for kind, build, claim, expected in rows_spec:
+    for build, claim, expected in rows_spec:
         torch.manual_seed(0)
         layer = build()
+        kind = "conv (reference)" if base_params is None else kind_of(layer)
         prof = profile(layer, shape)
         params, macs = prof.total_params, prof.total_macs
         bias = sum(p.numel() for name, p in layer.named_parameters() if name.rsplit(".", 1)[-1] == "bias")
@@ -397,7 +282,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     rows.append(("TOTAL", "", f"{prof.total_params:,}", f"{prof.total_macs:,}", ""))
     _print_table(f"{name} on {'x'.join(map(str, shape))}", ("layer", "kind", "params", "MACs", "output"), rows,
                  right=(2, 3))
-    from edgeconv.deploy import kind_summary
+    from edgeconv.analysis import kind_summary
 
     krows = [
         (k, v["layers"], f"{v['params']:,}", f"{v['macs']:,}", f"{100 * v['mac_share']:.1f}%")
@@ -531,7 +416,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.rpc:
         import numpy as np
 
-        from edgeconv.deploy import run_rpc
+        from edgeconv.exporters.tvm.rpc import run_rpc
 
         res = run_rpc(args.output, args.rpc, list(feeds.values()), repeats=args.repeat or 10)
         out = res["outputs"]
@@ -548,8 +433,6 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
             sys.stdout.write(args.bench_help())
             return 0
         raise CLIError("bench needs a benchmark name: kernels, tvm, model or models")
-    from edgeconv.bench.__main__ import BENCHMARKS
-
     module_name = BENCHMARKS[which]
     try:
         module = importlib.import_module(module_name)
@@ -559,11 +442,7 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
     argv = list(rest)
     if args.rpc_raw:
         parse_rpc(args.rpc_raw)  # validate early: exit 2 on a malformed address
-        try:
-            supports_rpc = '"--rpc"' in inspect.getsource(module)
-        except (OSError, TypeError):
-            supports_rpc = False
-        if not supports_rpc:
+        if not getattr(module, "SUPPORTS_RPC", False):
             raise CLIError(f"'edgeconv bench {which}' does not support --rpc; use 'edgeconv bench model --rpc' "
                            "or 'edgeconv deploy --rpc'")
         argv += ["--rpc", args.rpc_raw]
@@ -697,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="benchmarks: kernels | tvm | model | models (extra args passed on)",
                        description="Run a benchmark; arguments after its name go to it "
                                    "('edgeconv bench model --help' shows them).")
-    p.add_argument("what", nargs="?", choices=("kernels", "tvm", "model", "models"), help="benchmark to run")
+    p.add_argument("what", nargs="?", choices=tuple(BENCHMARKS), help="benchmark to run")
     p.add_argument("--rpc", dest="rpc_raw", type=str, default=None, metavar="HOST:PORT[/KEY]",
                    help="run TVM modules on a remote device (tvm, model)")
     p.set_defaults(func=cmd_bench, passthrough=True, bench_help=p.format_help)

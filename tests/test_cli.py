@@ -14,7 +14,7 @@ import numpy as np
 
 import pytest
 
-cli = pytest.importorskip("edgeconv.cli")
+from edgeconv import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,13 +34,6 @@ def call(capsys, *args):
         rc = exc.code
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-def exporter_or_skip():
-    try:
-        from edgeconv.exporters.onnx import export_onnx  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"edgeconv.exporters.onnx unavailable: {exc}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,6 +106,19 @@ def test_parse_shape():
             cli.parse_shape(bad)
 
 
+def test_tvm_target_names_agree():
+    """the CLI's target choices are the TVM exporter's (restated there: that package imports TVM)"""
+    pytest.importorskip("tvm")
+    from edgeconv.exporters.tvm.targets import TARGET_NAMES
+
+    assert cli.TARGETS == TARGET_NAMES
+
+
+def test_bench_rpc_only_where_supported(capsys):
+    rc, _, err = call(capsys, "bench", "kernels", "--rpc", "127.0.0.1:9090")
+    assert rc == 2 and "does not support --rpc" in err
+
+
 def test_parse_rpc():
     assert cli.parse_rpc("127.0.0.1:9090") == {"host": "127.0.0.1", "port": 9090, "key": None}
     assert cli.parse_rpc("tracker:9190/rk3399") == {"host": "tracker", "port": 9190, "key": "rk3399"}
@@ -179,7 +185,6 @@ def test_profile_table_and_file_model(capsys, tiny_model_file):
 def test_export_and_run_end_to_end(capsys, tmp_path, tiny_model_file):
     """export (a file model) through ``python -m edgeconv.cli``, then run it; edgenet's export is
     covered by tests/models and the deploy end-to-end test (also a subprocess)."""
-    exporter_or_skip()
     onnx_path = tmp_path / "tiny.onnx"
     res = run_cli("export", f"{tiny_model_file}:make", "--input", "1,3,32,32", "-o", onnx_path, "-q")
     assert res.returncode == 0, res.stderr
@@ -200,7 +205,6 @@ def test_export_and_run_end_to_end(capsys, tmp_path, tiny_model_file):
 
 
 def test_run_rejects_wrong_number_of_inputs(capsys, tmp_path, tiny_model_file):
-    exporter_or_skip()
     onnx_path = tmp_path / "tiny.onnx"
     rc, _, err = call(capsys, "export", f"{tiny_model_file}:make", "--input", "1,3,32,32", "-o", onnx_path, "-q")
     assert rc == 0, err
@@ -213,12 +217,7 @@ def test_run_rejects_wrong_number_of_inputs(capsys, tmp_path, tiny_model_file):
 
 
 def test_compile_x86(capsys, tmp_path, tiny_model_file):
-    exporter_or_skip()
     pytest.importorskip("tvm")
-    try:
-        from edgeconv.exporters.tvm import compile_tvm  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"edgeconv.exporters.tvm unavailable: {exc}")
     onnx_path = tmp_path / "tiny.onnx"
     rc, _, err = call(capsys, "export", f"{tiny_model_file}:make", "--input", "1,3,32,32", "-o", onnx_path, "-q")
     assert rc == 0, err
@@ -241,7 +240,6 @@ def test_bench_dispatch_unknown_benchmark(capsys):
 
 
 def test_bench_model_torch_and_ort(capsys, tiny_model_file):
-    exporter_or_skip()
     rc, out, err = call(capsys, "bench", "model", f"{tiny_model_file}:make", "--input", "1,3,32,32", "--repeats", "3",
                         "--backends", "torch,ort-nolib", "-q")
     assert rc == 0, err

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.deploy.measure import to_numpy_list
+from edgeconv.opdefs import DOMAIN
+
 __all__ = ["import_model", "compile_tvm", "CompiledModel", "set_num_threads", "build_config"]
 
 
@@ -116,7 +119,7 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
         from tvm.relax.frontend.onnx import from_onnx
 
         in_names, out_names = _onnx_io(model)
-        if any(n.domain == "edgeconv" for n in model.graph.node):
+        if any(n.domain == DOMAIN for n in model.graph.node):
             # TVM's frontend knows neither the edgeconv ops nor model-local functions.
             from ..onnx import standard_op_model
 
@@ -177,7 +180,7 @@ class CompiledModel:
         dev = tvm.cpu()
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
         out = self.vm["main"](*args)
-        return _to_numpy_list(out)
+        return to_numpy_list(out)
 
     def _check_shapes(self, inputs) -> None:
         """A clear error for an input whose static dims differ from what was compiled (the VM's
@@ -221,21 +224,6 @@ class CompiledModel:
         else:
             self.executable.export_library(path)
         return path
-
-
-def _to_numpy_list(out):
-    import tvm
-
-    if isinstance(out, (list, tuple)) or type(out).__name__ in ("Array", "Tuple"):
-        res = []
-        for o in out:
-            res.extend(_to_numpy_list(o))
-        return res
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    if isinstance(out, tvm.runtime.Tensor):  # pragma: no cover
-        return [out.numpy()]
-    return [np.asarray(out)]
 
 
 def compile_tvm(
