@@ -165,13 +165,14 @@ def _to_numpy_list(out: Any) -> List[np.ndarray]:
     return [np.asarray(out)]
 
 
-def make_ort_session(path: os.PathLike | str, use_library: bool = True, threads: Optional[int] = None):
-    """onnxruntime session for ``path`` via :func:`edgeconv.ort_session`, with (``use_library``:
-    required, ``FileNotFoundError`` if it is not built) or without the edgeconv kernel library
-    (custom ops then run their model-local fallback functions)."""
+def make_ort_session(path, use_library: bool = True, threads: Optional[int] = None):
+    """onnxruntime session for ``path`` (or an ``onnx.ModelProto``) via :func:`edgeconv.ort_session`,
+    with (``use_library``: required, ``FileNotFoundError`` if it is not built) or without the edgeconv
+    kernel library (custom ops then run their model-local fallback functions)."""
     from edgeconv.exporters.onnx import ort_session
 
-    return ort_session(str(path), threads=threads, custom_ops="require" if use_library else False)
+    model = path if hasattr(path, "SerializeToString") else str(path)
+    return ort_session(model, threads=threads, custom_ops="require" if use_library else False)
 
 
 def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int] = None,
