@@ -12,7 +12,8 @@ mask and bias; W and B initializers, X/offset/mask graph inputs):
   body: the file is opset 11).
 
 Each thread count runs in a fresh process; runtimes are timed in shuffled, alternating blocks
-(:func:`edgeconv.bench.tvm.interleaved`), medians of wall time.
+(:func:`edgeconv.bench.tvm.interleaved`): medians of wall time and of process CPU time (all
+threads; at 1 thread the figure that load from other processes on a shared machine hardly moves).
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def _worker(threads: int, repeats: int, warmup: int) -> dict:
     fns = {k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()}
     timed = interleaved(fns, warmup, repeats, {k: 30.0 for k in fns})
     row["median_ms"] = {k: wall for k, (wall, _) in timed.items()}
+    row["median_cpu_ms"] = {k: cpu for k, (_, cpu) in timed.items()}  # process CPU, all threads
     return row
 
 
 def run(threads=(1, 2), repeats: int = 50, warmup: int = 5) -> dict:
     result = {"benchmark": "optimize", "layer": "1x64x56x56, 3x3, 64->64, offset groups 1, mask, bias",
-              "unit": "ms (median wall)", "threads": {}}
+              "unit": "ms (median wall, median process CPU)", "threads": {}}
     for t in threads:
         env = dict(os.environ, OMP_NUM_THREADS=str(t))
         cmd = [sys.executable, "-m", "edgeconv.bench.optimize", "--worker", str(t),
@@ -92,10 +94,11 @@ def run(threads=(1, 2), repeats: int = 50, warmup: int = 5) -> dict:
 def format_table(result: dict) -> str:
     threads = list(result["threads"])
     names = list(next(iter(result["threads"].values()))["median_ms"])
-    lines = ["| file: runtime | " + " | ".join(f"{t} thread{'s' if t != '1' else ''} (ms)" for t in threads)
+    lines = ["| file: runtime | " + " | ".join(f"{t} thread{'s' if t != '1' else ''}: wall / CPU (ms)" for t in threads)
              + " | max rel err vs ORT DeformConv |", "|---|" + "---:|" * len(threads) + "---:|"]
     for n in names:
-        cells = [f"{result['threads'][t]['median_ms'][n]:.2f}" for t in threads]
+        cells = [f"{result['threads'][t]['median_ms'][n]:.2f} / {result['threads'][t]['median_cpu_ms'][n]:.2f}"
+                 for t in threads]
         err = max(result["threads"][t]["max_rel_err"][n] for t in threads)
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {err:.1e} |")
     return "\n".join(lines)
