@@ -505,14 +505,9 @@ def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
             except Exception as exc:
                 raise CLIError(f"cannot read input array {a!r}: {exc}") from exc
         return model, feeds
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in graph_inputs:
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
-    return model, feeds
+    from edgeconv.deploy import onnx_inputs
+
+    return model, onnx_inputs(path, None, seed)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -631,11 +626,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if bad or not targets:
             raise CLIError(f"bad --targets {args.targets!r}: expected a comma-separated subset of {','.join(DEPLOY_TARGETS)}")
     _writable_dir(args.output)
-    model, shape, name = resolve_model(args.model, args.input)
+    onnx_model = None
+    if args.model.endswith(".onnx"):  # an existing ONNX file: optimize_onnx, then every backend
+        onnx_model = _readable_file(args.model, "ONNX model")
+        _optimized(onnx_model, quiet=True)  # a node optimize cannot map: usage error before the pipeline
+        model, name = None, onnx_model.name
+        shape = tuple(next(iter(_load_onnx_inputs(onnx_model, None)[1].values())).shape) if args.input is None \
+            else tuple(args.input)
+    else:
+        model, shape, name = resolve_model(args.model, args.input)
     cfg = DeployConfig(
         model=model,
         model_name=name,
         input_shape=shape,
+        onnx_model=onnx_model,
         outdir=Path(args.output),
         targets=targets,
         repeats=args.repeats,
@@ -768,7 +772,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUTPUT/report.md, report.json and latency.png.",
         epilog=DEPLOY_EXIT_RULE,
     )
-    p.add_argument("model", nargs="?", default="edgenet", help="registered name or path/to/file.py:factory (default edgenet)")
+    p.add_argument("model", nargs="?", default="edgenet",
+                   help="registered name, path/to/file.py:factory or an existing .onnx file (its DeformConv / mmcv "
+                        "deformable nodes are rewritten by 'edgeconv optimize'; default edgenet)")
     p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's; edgenet 1,3,64,64)")
     p.add_argument("--targets", default=None,
                    help=f"comma-separated subset of {','.join(DEPLOY_TARGETS)} (default: ort,tvm-x86,tvm-arm64; with "

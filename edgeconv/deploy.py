@@ -20,6 +20,14 @@ ort-arm64-run   (opt-in target ``ort-arm64``) aarch64 onnxruntime + the aarch64 
 tvm-rpc         (``--rpc``) upload/load/run the library on an RPC server, parity, latency
 ============== ================================================================================
 
+An ``.onnx`` file instead of a PyTorch model (``DeployConfig.onnx_model``): ``reference`` replaces
+``torch`` (stock onnxruntime on the file as given; a file it cannot run, e.g. mmdeploy's custom ops,
+is referenced by its optimized form's fallback functions on stock onnxruntime, said in the report),
+``profile`` is skipped (no PyTorch layers), and ``optimize`` replaces ``export``
+(:func:`edgeconv.optimize_onnx` -> ``model.onnx``: DeformConv / mmcv deformable nodes become
+``edgeconv.DeformConv2d``). Every graph input gets a seeded random array (the first one of
+``input_shape``, symbolic dims of the others 1).
+
 Parity: ``max|y - y_torch| / max|y_torch| <= tol`` (default ``1e-4``) over all outputs.
 Latency: median (and p10/p90) of ``repeats`` timed runs after warm-up, at ``threads`` threads.
 
@@ -66,6 +74,7 @@ __all__ = [
     "time_callable",
     "make_ort_session",
     "export_model",
+    "onnx_inputs",
     "parity",
     "kind_summary",
     "kind_latency_torch",
@@ -74,7 +83,7 @@ __all__ = [
 ]
 
 #: all stage names, in pipeline order
-STAGES = ("torch", "profile", "export", "onnx-check", "ort", "ort-nolib", "tvm-x86", "tvm-arm64",
+STAGES = ("torch", "reference", "profile", "export", "optimize", "onnx-check", "ort", "ort-nolib", "tvm-x86", "tvm-arm64",
           "tvm-arm64-run", "ort-arm64-run", "tvm-rpc")
 #: deploy target -> its stages
 TARGET_STAGES = {"ort": ("ort", "ort-nolib"), "tvm-x86": ("tvm-x86",), "tvm-arm64": ("tvm-arm64", "tvm-arm64-run"),
@@ -86,6 +95,7 @@ ALL_TARGETS = ("ort", "tvm-x86", "tvm-arm64", "ort-arm64")
 # backend label used in the latency table/plot, per runnable stage
 BACKEND_LABELS = {
     "torch": "PyTorch eager",
+    "reference": "onnxruntime (reference)",
     "ort": "onnxruntime + edgeconv kernels",
     "ort-nolib": "onnxruntime (fallback functions)",
     "tvm-x86": "TVM x86 (host)",
@@ -173,6 +183,24 @@ def make_ort_session(path, use_library: bool = True, threads: Optional[int] = No
 
     model = path if hasattr(path, "SerializeToString") else str(path)
     return ort_session(model, threads=threads, custom_ops="require" if use_library else False)
+
+
+def onnx_inputs(path, input_shape: Optional[Sequence[int]] = None, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Seeded standard-normal arrays for every graph input of the ONNX file ``path``: the first of
+    ``input_shape`` (when given), the others of their static dims (symbolic dims 1)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds: Dict[str, np.ndarray] = {}
+    for i, vi in enumerate(v for v in model.graph.input if v.name not in inits):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
+        if i == 0 and input_shape:
+            dims = list(input_shape)
+        feeds[vi.name] = rng.standard_normal(dims).astype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    return feeds
 
 
 def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int] = None,
@@ -320,7 +348,7 @@ def _tvm_outputs(out: Any) -> List[np.ndarray]:
 class DeployConfig:
     """Inputs of :func:`run_deploy` (the CLI fills it from its arguments)."""
 
-    model: Any
+    model: Any  # a torch.nn.Module, or None with onnx_model
     model_name: str
     input_shape: Tuple[int, ...]
     outdir: Path
@@ -335,6 +363,7 @@ class DeployConfig:
     quiet: bool = False
     tune_trials: int = 0
     seed: int = 0
+    onnx_model: Optional[Path] = None  # deploy this .onnx file instead of exporting ``model``
 
 
 @dataclass
@@ -500,7 +529,9 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
     outdir.mkdir(parents=True, exist_ok=True)
     explicit = cfg.targets is not None
     targets = list(cfg.targets) if explicit else list(DEFAULT_TARGETS)
-    names = ["torch", "profile", "export", "onnx-check"]
+    from_onnx = cfg.onnx_model is not None
+    ref_stage, src_stage = ("reference", "optimize") if from_onnx else ("torch", "export")
+    names = [ref_stage, "profile", src_stage, "onnx-check"]
     for t in ALL_TARGETS:
         if t in targets:
             names += TARGET_STAGES[t]
@@ -509,7 +540,7 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
     stages = {n: StageResult(n) for n in names}
     result = DeployResult(cfg, [stages[n] for n in names])
     state: Dict[str, Any] = {}
-    model = cfg.model.eval()
+    model = None if from_onnx else cfg.model.eval()
 
     prev_threads = torch.get_num_threads()
 
@@ -539,9 +570,17 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         st.seconds = time.perf_counter() - t0
         progress.done(st)
 
-    gen = torch.Generator().manual_seed(cfg.seed)
-    x = torch.randn(tuple(cfg.input_shape), generator=gen)
-    x_np = x.numpy().copy()
+    if from_onnx:
+        feeds = onnx_inputs(cfg.onnx_model, cfg.input_shape, cfg.seed)
+        x = None
+        x_np = next(iter(feeds.values()))
+        state["input_names"] = list(feeds)
+    else:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x = torch.randn(tuple(cfg.input_shape), generator=gen)
+        x_np = x.numpy().copy()
+    inputs = list(feeds.values()) if from_onnx else [x_np]
+    state["input_shapes"] = [list(a.shape) for a in inputs]
     np.save(outdir / "input.npy", x_np)
 
     def st_torch(st: StageResult) -> None:
@@ -555,7 +594,27 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
             st.latency = time_callable(lambda: model(x), cfg.repeats, cfg.warmup)
         st.info["output_shapes"] = [list(r.shape) for r in ref]
 
+    def st_reference(st: StageResult) -> None:
+        """The ONNX file on stock onnxruntime; if it cannot run there (custom ops of another
+        library), its optimized form's fallback functions (standard operators)."""
+        try:
+            sess = make_ort_session(cfg.onnx_model, use_library=False, threads=cfg.threads)
+            st.info["reference"] = "the file as given, on stock onnxruntime"
+        except Exception as exc:
+            from edgeconv.exporters.onnx import optimize_onnx
+
+            sess = make_ort_session(optimize_onnx(cfg.onnx_model), use_library=False, threads=cfg.threads)
+            st.info["reference"] = "its optimized form's fallback functions on stock onnxruntime"
+            st.info["note"] = (f"stock onnxruntime cannot run the file ({_one_line(exc)[:120]}): reference = "
+                               "optimize_onnx's fallback functions, so ort-nolib matches it by construction")
+        state["ref"] = [np.asarray(o) for o in sess.run(None, feeds)]
+        np.save(outdir / "reference_output.npy", state["ref"][0])
+        st.artifacts += ["input.npy", "reference_output.npy"]
+        st.info["output_shapes"] = [list(r.shape) for r in state["ref"]]
+
     def st_profile(st: StageResult) -> None:
+        if from_onnx:
+            raise _Skip("ONNX model: no PyTorch layers to profile", legit=True)
         from edgeconv.analysis import profile
 
         prof = profile(model, cfg.input_shape)
@@ -567,7 +626,15 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
 
     def st_export(st: StageResult) -> None:
         path = outdir / "model.onnx"
-        export_model(model, cfg.input_shape, path, opset=cfg.opset, example=x)
+        if from_onnx:
+            from edgeconv.exporters.onnx import optimize_onnx
+
+            rewrites: List[Any] = []
+            optimize_onnx(cfg.onnx_model, path, report=rewrites)
+            st.info["rewrites"] = [str(r) for r in rewrites]
+            st.info["note"] = f"optimize_onnx rewrote {len(rewrites)} node(s)"
+        else:
+            export_model(model, cfg.input_shape, path, opset=cfg.opset, example=x)
         state["onnx"] = path
         st.artifacts.append(path.name)
         import onnx
@@ -576,10 +643,10 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         st.info["opset"] = {o.domain or "ai.onnx": o.version for o in m.opset_import}
         st.info["nodes"] = len(m.graph.node)
         st.info["ops"] = sorted({(n.domain + "::" if n.domain else "") + n.op_type for n in m.graph.node})
-        state["input_names"] = [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
+        state.setdefault("input_names", [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}])
 
     def st_check(st: StageResult) -> None:
-        needs("export")
+        needs(src_stage)
         import onnx
 
         importlib.import_module("edgeconv.exporters.onnx")  # registers the edgeconv op schemas
@@ -594,16 +661,16 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
 
     def ort_stage(use_library: bool) -> Callable[[StageResult], None]:
         def fn(st: StageResult) -> None:
-            needs("torch", "export")
+            needs(ref_stage, src_stage)
             if use_library:
                 ok, why = _library_available()
                 if not ok:
                     raise _Skip(why, legit=not explicit) if not explicit else RuntimeError(why)
             sess = make_ort_session(state["onnx"], use_library=use_library, threads=cfg.threads)
-            feeds = {sess.get_inputs()[0].name: x_np}
-            outs = sess.run(None, feeds)
+            named = {i.name: a for i, a in zip(sess.get_inputs(), inputs)}
+            outs = sess.run(None, named)
             st.parity = parity(state["ref"], outs, cfg.tol)
-            st.latency = time_callable(lambda: sess.run(None, feeds), cfg.repeats, cfg.warmup)
+            st.latency = time_callable(lambda: sess.run(None, named), cfg.repeats, cfg.warmup)
             st.info["threads"] = cfg.threads
         return fn
 
@@ -625,7 +692,7 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         return cm
 
     def st_tvm_x86(st: StageResult) -> None:
-        needs("torch", "export")
+        needs(ref_stage, src_stage)
         _tvm_or_skip()
         from edgeconv.exporters.tvm import set_num_threads
 
@@ -636,14 +703,14 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         st.info["compile_s"] = time.perf_counter() - t0
         st.artifacts.append(lib.name)
         state["tvm-x86-lib"] = lib
-        outs = cm(x_np)
+        outs = cm(*inputs)
         st.parity = parity(state["ref"], outs, cfg.tol)
-        times = cm.benchmark(x_np, number=1, repeat=cfg.repeats)
+        times = cm.benchmark(*inputs, number=1, repeat=cfg.repeats)
         st.latency = summarize_ms([t * 1e3 for t in times])
         st.info["threads"] = cfg.threads
 
     def st_tvm_arm(st: StageResult) -> None:
-        needs("export")
+        needs(src_stage)
         _tvm_or_skip()
         lib = outdir / "model_arm64.so"
         t0 = time.perf_counter()
@@ -658,7 +725,7 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
             arm = importlib.import_module("edgeconv.arm")
         except Exception as exc:
             raise _Skip(f"ARM helper unavailable (edgeconv.arm: {_one_line(exc)})", legit=True)
-        res = _call_arm(arm, artifact, backend, x_np, state["ref"], cfg, workdir)
+        res = _call_arm(arm, artifact, backend, inputs, state["ref"], cfg, workdir)
         if res.get("skipped"):
             raise _Skip(str(res["skipped"]), legit=True)
         st.parity = parity(state["ref"], res["outputs"], cfg.tol)
@@ -667,15 +734,15 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         st.info.update({k: v for k, v in res.items() if k not in ("outputs", "latency")})
 
     def st_arm_run(st: StageResult) -> None:
-        needs("torch", "tvm-arm64")
+        needs(ref_stage, "tvm-arm64")
         emulated_run(st, state["tvm-arm64-lib"], "tvm", outdir / "arm")
 
     def st_ort_arm_run(st: StageResult) -> None:
-        needs("torch", "export")
+        needs(ref_stage, src_stage)
         emulated_run(st, state["onnx"], "ort", outdir / "arm-ort")
 
     def st_rpc(st: StageResult) -> None:
-        needs("torch", "export")
+        needs(ref_stage, src_stage)
         ok, why = _tvm_available()
         if not ok:
             raise RuntimeError(why)  # --rpc is always explicit
@@ -686,13 +753,14 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
             lib = outdir / f"model_rpc_{target}.so"
             tvm_compile(st, target, lib)
             st.artifacts.append(lib.name)
-        res = run_rpc(lib, cfg.rpc, [x_np], repeats=cfg.repeats)
+        res = run_rpc(lib, cfg.rpc, inputs, repeats=cfg.repeats)
         st.parity = parity(state["ref"], res["outputs"], cfg.tol)
         st.latency = res["latency"]
         st.info.update(target=target, remote=f"{cfg.rpc['host']}:{cfg.rpc['port']}" + (f"/{cfg.rpc['key']}" if cfg.rpc.get("key") else ""))
 
     fns = {
-        "torch": st_torch, "profile": st_profile, "export": st_export, "onnx-check": st_check,
+        "torch": st_torch, "reference": st_reference, "profile": st_profile, "export": st_export,
+        "optimize": st_export, "onnx-check": st_check,
         "ort": ort_stage(True), "ort-nolib": ort_stage(False), "tvm-x86": st_tvm_x86,
         "tvm-arm64": st_tvm_arm, "tvm-arm64-run": st_arm_run, "ort-arm64-run": st_ort_arm_run, "tvm-rpc": st_rpc,
     }
@@ -716,10 +784,10 @@ def _note_log(st: StageResult, text: str) -> None:
 
 def _shape_dict(state: Dict[str, Any], cfg: DeployConfig) -> Optional[Dict[str, List[int]]]:
     names = state.get("input_names") or []
-    return {names[0]: list(cfg.input_shape)} if names else None
+    return dict(zip(names, state["input_shapes"])) if names else None
 
 
-def _call_arm(arm, artifact: Path, backend: str, x_np: np.ndarray, ref: List[np.ndarray], cfg: DeployConfig,
+def _call_arm(arm, artifact: Path, backend: str, inputs: List[np.ndarray], ref: List[np.ndarray], cfg: DeployConfig,
               workdir: Path) -> Dict[str, Any]:
     """Run ``backend`` under qemu with the ARM helper's ``edgeconv.arm.verify_arm``: ``"tvm"``
     (``artifact`` = the arm64 TVM library) or ``"ort"`` (``artifact`` = the ONNX model; aarch64
@@ -734,7 +802,7 @@ def _call_arm(arm, artifact: Path, backend: str, x_np: np.ndarray, ref: List[np.
         if not ok:
             return {"skipped": f"aarch64 tools missing: {why}"}
     try:
-        res = arm.verify_arm(str(artifact), inputs=[x_np], tvm=backend == "tvm", ort=backend == "ort", workdir=str(workdir),
+        res = arm.verify_arm(str(artifact), inputs=list(inputs), tvm=backend == "tvm", ort=backend == "ort", workdir=str(workdir),
                              rtol=cfg.tol, threads=cfg.threads, repeat=max(1, min(cfg.repeats, 5)),
                              reference=ref)
     except getattr(arm, "ArmToolError", ()) as exc:  # a host tool is missing
@@ -834,6 +902,7 @@ def _markdown(result: DeployResult, data: Dict[str, Any], plot_note: str) -> str
     cfg = result.config
     shape = "x".join(map(str, cfg.input_shape))
     lines = [f"# edgeconv deploy: `{cfg.model_name}` on {shape}", ""]
+    ref = "ref" if cfg.onnx_model is not None else "torch"
     prof = result.profile
     v = data["versions"]
     lines += [
@@ -841,7 +910,7 @@ def _markdown(result: DeployResult, data: Dict[str, Any], plot_note: str) -> str
         f"threads {cfg.threads}; {cfg.repeats} timed runs per backend (median)",
         f"- torch {v.get('torch')}, onnx {v.get('onnx')}, onnxruntime {v.get('onnxruntime')}, tvm {v.get('tvm')}",
         f"- targets: {', '.join(data['targets'])} ({'named explicitly' if data['targets_explicit'] else 'default'});"
-        f" parity tolerance: max|y - y_torch| / max|y_torch| <= {cfg.tol:g}",
+        f" parity tolerance: max|y - y_{ref}| / max|y_{ref}| <= {cfg.tol:g}",
     ]
     if prof is not None:
         lines.append(f"- {prof.total_params:,} parameters, {prof.total_macs:,} MACs ({_fmt_count(prof.total_macs)})")

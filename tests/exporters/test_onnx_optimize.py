@@ -436,3 +436,40 @@ def test_cli_input_errors_exit_2_with_one_line(capsys, tmp_path, write, cmd, mes
     rc, out, err = _call(capsys, *args)
     assert rc == 2
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("which", ["standard", "mmdeploy"])
+def test_cli_deploy_onnx_file_goes_through_optimize(capsys, tmp_path, which):
+    """``edgeconv deploy FILE.onnx``: reference = stock onnxruntime on the file (standard DeformConv)
+    or the optimized file's fallback (mmdeploy: stock onnxruntime cannot run it); ort with our
+    kernels and TVM then match it."""
+    if which == "standard":
+        n, c, h, w, o, k, strides, pads, dil, group, og, mask, bias, opset = STANDARD[0]
+        data = _data(n, c, h, w, o, k, strides, pads, dil, group, og, mask, bias)
+        model = standard_file(data, strides, pads, dil, group, og, opset)
+    else:
+        model = _mmcv_case(MMCV[0])[0]
+    src = tmp_path / f"{which}.onnx"
+    onnx.save(model, src)
+    targets = "ort,tvm-x86" if custom_ops_available() else "tvm-x86"
+    rc, out, err = _call(capsys, "deploy", src, "--targets", targets, "-o", tmp_path / "rep", "-q", "--repeats", "3")
+    assert rc == 0, out + err
+    import json
+
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    stages = {s["name"]: s for s in rep["stages"]}
+    assert stages["reference"]["info"]["reference"] == (
+        "the file as given, on stock onnxruntime" if which == "standard"
+        else "its optimized form's fallback functions on stock onnxruntime")
+    assert stages["optimize"]["info"]["rewrites"][0].startswith("'dcn': ")
+    assert stages["profile"]["status"] == "skipped" and stages["profile"]["legit"]
+    for name in targets.replace("ort", "ort,ort-nolib").split(","):
+        # float32 kernels vs a float32 reference on ~36-term sums: ~1e-7 measured; 1e-5 as above
+        assert stages[name]["status"] == "passed" and stages[name]["parity"]["rel"] <= 1e-5, stages[name]
+
+
+def test_cli_deploy_onnx_refusal_exits_2(capsys, tmp_path):
+    src = tmp_path / "bad.onnx"
+    onnx.save(_mm(foo=1), src)
+    rc, _, err = _call(capsys, "deploy", src, "-o", tmp_path / "rep")
+    assert rc == 2 and "unknown attribute 'foo'" in err and len(err.strip().splitlines()) == 1
