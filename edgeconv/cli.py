@@ -471,12 +471,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     _writable_dir(out.parent if str(out.parent) else ".")
     rewrites: List[Any] = []
     try:
-        optimize_onnx(str(path), out, fallback=args.fallback, report=rewrites)
+        model = optimize_onnx(str(path), out, fallback=args.fallback, report=rewrites)
     except OptimizeError as exc:
         raise CLIError(str(exc)) from exc
     con = _console()
     for r in rewrites:
         con.print(f"rewrote {r}")
+    others = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx", "edgeconv")})
+    if others:
+        con.print(f"left as is (custom ops of other libraries): {', '.join(others)}")
     if not rewrites:
         con.print(f"{path}: no DeformConv / MMCVDeformConv2d / MMCVModulatedDeformConv2d node to rewrite")
     con.print(f"wrote {out} ({len(rewrites)} node{'s' if len(rewrites) != 1 else ''} rewritten)")

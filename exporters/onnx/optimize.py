@@ -304,8 +304,6 @@ def _rewrite(node, ins: dict, attrs: dict) -> None:
 
 
 def _fallback_mode(fallback: str, opset: int) -> str:
-    if fallback not in FALLBACKS:
-        raise OptimizeError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     if fallback == "auto":
         return "standard" if opset >= fallbacks.MIN_OPSET_STANDARD_DEFORM else "decomposed"
     if fallback == "standard" and opset < fallbacks.MIN_OPSET_STANDARD_DEFORM:
@@ -370,10 +368,12 @@ def optimize_onnx(model_or_path, path: str | os.PathLike | None = None, *, fallb
     opset = _default_opset(model)
     if opset is None:
         raise OptimizeError("the model imports no default-domain (ai.onnx) opset")
+    if fallback not in FALLBACKS:
+        raise OptimizeError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     plan = _plan(model, opset)
-    mode = _fallback_mode(fallback, opset)
     rewrites = []
     if plan:
+        mode = _fallback_mode(fallback, opset)
         if mode == "decomposed" and opset < fallbacks.MIN_OPSET_DECOMPOSED:
             model = _raise_opset(model, opset)  # adds nodes: plan again on the converted graph
             opset = fallbacks.MIN_OPSET_DECOMPOSED

@@ -473,3 +473,16 @@ def test_cli_deploy_onnx_refusal_exits_2(capsys, tmp_path):
     onnx.save(_mm(foo=1), src)
     rc, _, err = _call(capsys, "deploy", src, "-o", tmp_path / "rep")
     assert rc == 2 and "unknown attribute 'foo'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_optimize_is_listed_and_names_custom_ops_it_leaves(capsys, tmp_path):
+    rc, out, _ = _call(capsys, "--help")
+    assert rc == 0 and "optimize" in out
+    model = _mm()
+    model.graph.node[0].output[0] = "d"
+    model.graph.node.append(helper.make_node("TRTBatchedNMS", ["d"], ["Y"], domain="mmdeploy"))
+    onnx.save(model, tmp_path / "nms.onnx")
+    rc, out, err = _call(capsys, "optimize", tmp_path / "nms.onnx", "-o", tmp_path / "o.onnx")
+    assert rc == 0, err
+    assert "left as is (custom ops of other libraries): mmdeploy::TRTBatchedNMS" in out
+    assert [n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node] == [DEFORM_OP, "TRTBatchedNMS"]
