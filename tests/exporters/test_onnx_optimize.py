@@ -197,6 +197,9 @@ MMCV = [
      "deformable_groups", {}),
     ("MMCVModulatedDeformConv2d", "mmdeploy", 1, 8, 7, 7, 4, (3, 3), (1, 2), (1, 1), (1, 1), 1, 4, True, 19,
      "deform_groups", {}),
+    # groups and offset groups > 1 together: mmcv's rule, input channel c -> offset group c // (C / og)
+    ("MMCVModulatedDeformConv2d", "mmcv", 1, 8, 6, 7, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, 4, True, 11,
+     "deform_groups", {}),
     ("MMCVDeformConv2d", "mmcv", 2, 4, 8, 8, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1, 2, False, 11,
      "deform_groups", {"bias": 0, "im2col_step": 32}),
     ("MMCVDeformConv2d", "mmdeploy", 1, 4, 7, 9, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, 1, False, 13,
@@ -486,3 +489,13 @@ def test_cli_optimize_is_listed_and_names_custom_ops_it_leaves(capsys, tmp_path)
     assert rc == 0, err
     assert "left as is (custom ops of other libraries): mmdeploy::TRTBatchedNMS" in out
     assert [n.op_type for n in onnx.load(tmp_path / "o.onnx").graph.node] == [DEFORM_OP, "TRTBatchedNMS"]
+
+
+def test_cli_compile_applies_optimize(capsys, tmp_path):
+    pytest.importorskip("edgeconv.exporters.tvm")
+    model = _mmcv_case(MMCV[0])[0]
+    onnx.save(model, tmp_path / "mmdeploy.onnx")
+    rc, _, err = _call(capsys, "compile", tmp_path / "mmdeploy.onnx", "--target", "x86", "-o", tmp_path / "m.so")
+    assert rc == 0, err
+    assert "optimize: 'dcn': mmdeploy::MMCVModulatedDeformConv2d -> edgeconv.DeformConv2d" in err
+    assert (tmp_path / "m.so").stat().st_size > 0
