@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -80,7 +81,13 @@ def _worker(threads: int, repeats: int, warmup: int) -> dict:
 
 
 def run(threads=(1, 2), repeats: int = 50, warmup: int = 5) -> dict:
+    from edgeconv.bench.tvm import cpu_name
+
+    import onnxruntime
+
     result = {"benchmark": "optimize", "layer": "1x64x56x56, 3x3, 64->64, offset groups 1, mask, bias",
+              "machine": {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count()},
+              "onnxruntime": onnxruntime.__version__, "repeats": repeats,
               "unit": "ms (median wall, median process CPU)", "threads": {}}
     for t in threads:
         env = dict(os.environ, OMP_NUM_THREADS=str(t))

@@ -30,7 +30,7 @@ from onnx import AttributeProto, ModelProto, TensorProto, helper
 
 from . import fallbacks
 from ._schemas import DEFORM_OP, DOMAIN, DOMAIN_VERSION, register_schemas
-from .export import _attach_fallbacks, _default_opset, _set_opset
+from .export import _EXTERNAL_DATA_THRESHOLD, _attach_fallbacks, _default_opset, _set_opset
 
 __all__ = ["optimize_onnx", "rewritable_nodes", "OptimizeError", "Rewrite", "FALLBACKS"]
 
@@ -359,8 +359,7 @@ def optimize_onnx(model_or_path, path: str | os.PathLike | None = None, *, fallb
             up-converted to opset 13) or ``"auto"`` (standard from opset 19, else decomposed).
         report: a list that receives one :class:`Rewrite` per rewritten node.
 
-    Returns the rewritten model (a copy; unchanged apart from the opset import when there is
-    nothing to rewrite). Raises :class:`OptimizeError` naming the first node that cannot be
+    Returns the rewritten model (a copy, equal to the input when there is nothing to rewrite). Raises :class:`OptimizeError` naming the first node that cannot be
     mapped (unknown attribute, non-static kernel shape, unsupported opset, non-float32, ...).
     """
     model = _load(model_or_path)
@@ -396,5 +395,9 @@ def optimize_onnx(model_or_path, path: str | os.PathLike | None = None, *, fallb
     if report is not None:
         report.extend(rewrites)
     if path is not None:
-        onnx.save_model(model, os.fspath(path))
+        path = os.fspath(path)
+        if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:  # protobuf cannot serialize >= 2 GiB
+            onnx.save_model(model, path, save_as_external_data=True, location=os.path.basename(path) + ".data")
+        else:
+            onnx.save_model(model, path)
     return model
