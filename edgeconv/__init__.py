@@ -22,6 +22,7 @@ _LAZY = {
     "create_conv2d": "edgeconv.layers",
     "profile": "edgeconv.analysis",
     "export_onnx": "edgeconv.exporters.onnx",
+    "optimize_onnx": "edgeconv.exporters.onnx",
     "ort_session": "edgeconv.exporters.onnx",
     "check_parity": "edgeconv.exporters.onnx",
     "compile_tvm": "edgeconv.exporters.tvm",

@@ -1,4 +1,4 @@
-"""``edgeconv`` command line: layers, models, profile, export, run, compile, bench, deploy.
+"""``edgeconv`` command line: layers, models, profile, export, optimize, run, compile, bench, deploy.
 
 Why argparse: it is in the standard library, so the console script adds no dependency (click or
 typer would be one more pinned package in every deployment image for what is a dozen options);
@@ -322,6 +322,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _optimized(path: Path, quiet: bool = False):
+    """``path`` as a ``ModelProto`` with its DeformConv / mmcv deformable nodes rewritten by
+    :func:`edgeconv.optimize_onnx` (one note per node on stderr), or ``None`` if it has none.
+    A node that cannot be mapped is a usage error (exit 2)."""
+    import onnx
+
+    from edgeconv.exporters.onnx import OptimizeError, optimize_onnx, rewritable_nodes
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise CLIError(f"cannot read ONNX model {str(path)!r}: {exc}") from exc
+    if not rewritable_nodes(model):
+        return None
+    rewrites: List[Any] = []
+    try:
+        model = optimize_onnx(model, report=rewrites)
+    except OptimizeError as exc:
+        raise CLIError(f"cannot optimize {str(path)!r}: {exc}") from exc
+    if not quiet:
+        con = _console(stderr=True)
+        for r in rewrites:
+            con.print(f"optimize: {r}")
+    return model
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from edgeconv.exporters.onnx import OptimizeError, optimize_onnx
+
+    path = _readable_file(args.model, "ONNX model")
+    out = Path(args.output)
+    _writable_dir(out.parent if str(out.parent) else ".")
+    rewrites: List[Any] = []
+    try:
+        model = optimize_onnx(str(path), out, fallback=args.fallback, report=rewrites)
+    except OptimizeError as exc:
+        raise CLIError(str(exc)) from exc
+    con = _console()
+    for r in rewrites:
+        con.print(f"rewrote {r}")
+    others = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx", "edgeconv")})
+    if others:
+        con.print(f"left as is (custom ops of other libraries): {', '.join(others)}")
+    if not rewrites:
+        con.print(f"{path}: no DeformConv / MMCVDeformConv2d / MMCVModulatedDeformConv2d node to rewrite")
+    con.print(f"wrote {out} ({len(rewrites)} node{'s' if len(rewrites) != 1 else ''} rewritten)")
+    return 0
+
+
 def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
     """Inputs for an ONNX model: ``.npy`` files in graph-input order, else random (dynamic dims -> 1)."""
     import numpy as np
@@ -344,14 +393,9 @@ def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
             except Exception as exc:
                 raise CLIError(f"cannot read input array {a!r}: {exc}") from exc
         return model, feeds
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in graph_inputs:
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
-    return model, feeds
+    from edgeconv.deploy import onnx_inputs
+
+    return model, onnx_inputs(path, None, seed)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -369,8 +413,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             _console(stderr=True).print("warning: the edgeconv kernel library is not built; edgeconv ops run "
                                         "their fallback functions")
             use_library = False
+    model = _optimized(path, args.quiet)
     try:
-        sess = make_ort_session(path, use_library=use_library, threads=args.threads)
+        sess = make_ort_session(path if model is None else model, use_library=use_library, threads=args.threads)
     except Exception as exc:
         raise CLIError(f"onnxruntime cannot load {str(path)!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
     outputs = sess.run(None, feeds)
@@ -409,8 +454,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         first = next(iter(feeds))
         shapes = {first: list(args.input)}
         feeds[first] = np.random.default_rng(0).standard_normal(args.input).astype(feeds[first].dtype)
+    model = _optimized(path, args.quiet)
     with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
-        compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune, input_shapes=shapes)
+        compile_tvm(str(path) if model is None else model, target=args.target, output=args.output, tune_trials=args.tune, input_shapes=shapes)
     con = _console()
     con.print(f"wrote {args.output}")
     if args.rpc:
@@ -462,11 +508,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if bad or not targets:
             raise CLIError(f"bad --targets {args.targets!r}: expected a comma-separated subset of {','.join(DEPLOY_TARGETS)}")
     _writable_dir(args.output)
-    model, shape, name = resolve_model(args.model, args.input)
+    onnx_model = None
+    if args.model.endswith(".onnx"):  # an existing ONNX file: optimize_onnx, then every backend
+        onnx_model = _readable_file(args.model, "ONNX model")
+        _optimized(onnx_model, quiet=True)  # a node optimize cannot map: usage error before the pipeline
+        model, name = None, onnx_model.name
+        shape = tuple(next(iter(_load_onnx_inputs(onnx_model, None)[1].values())).shape) if args.input is None \
+            else tuple(args.input)
+    else:
+        model, shape, name = resolve_model(args.model, args.input)
     cfg = DeployConfig(
         model=model,
         model_name=name,
         input_shape=shape,
+        onnx_model=onnx_model,
         outdir=Path(args.output),
         targets=targets,
         repeats=args.repeats,
@@ -550,6 +605,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model-local function attached to custom ops for runtimes without our library")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("optimize", parents=[common],
+                       help="rewrite an ONNX file's DeformConv / mmcv deformable convs to edgeconv ops")
+    p.add_argument("model", help="path to a .onnx file")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--fallback", choices=("auto", "standard", "decomposed"), default="auto",
+                   help="fallback function body: one ONNX DeformConv (opset >= 19), opset-13 operators, or auto "
+                        "(standard from opset 19, else decomposed)")
+    p.set_defaults(func=cmd_optimize)
+
     p = sub.add_parser("run", parents=[common], help="run an ONNX model in onnxruntime (with edgeconv kernels)")
     p.add_argument("model", help="path to a .onnx file")
     p.add_argument("--inputs", nargs="+", default=None, metavar="NPY", help=".npy arrays, one per graph input")
@@ -590,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUTPUT/report.md, report.json and latency.png.",
         epilog=DEPLOY_EXIT_RULE,
     )
-    p.add_argument("model", nargs="?", default="edgenet", help="registered name or path/to/file.py:factory (default edgenet)")
+    p.add_argument("model", nargs="?", default="edgenet",
+                   help="registered name, path/to/file.py:factory or an existing .onnx file (its DeformConv / mmcv "
+                        "deformable nodes are rewritten by 'edgeconv optimize'; default edgenet)")
     p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's; edgenet 1,3,64,64)")
     p.add_argument("--targets", default=None,
                    help=f"comma-separated subset of {','.join(DEPLOY_TARGETS)} (default: ort,tvm-x86,tvm-arm64; with "

@@ -99,6 +99,8 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
 
     ``model``: ``onnx.ModelProto``, a path to an ``.onnx`` file, a ``tvm.IRModule`` or a
     ``torch.nn.Module`` (then ``example_inputs`` is required; imported via ``torch.export``).
+    ONNX ``DeformConv`` and mmcv/mmdeploy deformable nodes are first rewritten by
+    :func:`edgeconv.optimize_onnx` (``OptimizeError`` if one cannot be mapped).
     ``input_shapes`` fixes symbolic input dims of an ONNX model (name -> shape).
     """
     import tvm
@@ -118,6 +120,12 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
     if is_onnx:
         from tvm.relax.frontend.onnx import from_onnx
 
+        from ..onnx import optimize_onnx, rewritable_nodes
+
+        if rewritable_nodes(model):
+            # DeformConv / mmcv deformable nodes: TVM's frontend knows none of them; as
+            # edgeconv.DeformConv2d they take the standard-op path below.
+            model = optimize_onnx(model)
         in_names, out_names = _onnx_io(model)
         if any(n.domain == DOMAIN for n in model.graph.node):
             # TVM's frontend knows neither the edgeconv ops nor model-local functions.
