@@ -21,7 +21,15 @@ ort-arm64-run   (opt-in target ``ort-arm64``) aarch64 onnxruntime + the aarch64 
 tvm-rpc         (``--rpc``) upload/load/run the library on an RPC server, parity, latency
 ============== ================================================================================
 
-Parity (:func:`~edgeconv.deploy.measure.parity`): ``max|y - y_torch| / max|y_torch| <= tol``
+An ``.onnx`` file instead of a PyTorch model (``DeployConfig.onnx_model``): ``reference`` replaces
+``torch`` (stock onnxruntime on the file as given; a file it cannot run, e.g. mmdeploy's custom ops,
+is referenced by its optimized form's fallback functions on stock onnxruntime, said in the report),
+``profile`` does not run (no PyTorch layers), and ``optimize`` replaces ``export``
+(:func:`edgeconv.optimize_onnx` -> ``model.onnx``: DeformConv / mmcv deformable nodes become
+``edgeconv.DeformConv2d``). Every graph input gets a seeded random array (the first one of
+``input_shape``, symbolic dims of the others 1).
+
+Parity (:func:`~edgeconv.deploy.measure.parity`): ``max|y - y_ref| / max|y_ref| <= tol``
 (default ``1e-4``) over all outputs. Latency: median (and p10/p90) of ``repeats`` timed runs
 after warm-up, at ``threads`` threads.
 
@@ -40,13 +48,13 @@ upstream failure already makes the exit code 1. Usage errors (unknown model, mal
 bad target) never get here: the CLI exits 2 before the pipeline starts.
 
 Outputs in ``outdir``: ``report.md``, ``report.json``, ``latency.png`` (matplotlib Agg),
-``model.onnx``, compiled libraries, ``input.npy`` and ``torch_output.npy``.
+``model.onnx``, compiled libraries, ``input.npy`` and ``torch_output.npy`` (``reference_output.npy``).
 """
 
 import importlib
 
 from .measure import kind_latency_torch, parity, summarize_ms, time_callable
-from .pipeline import DeployResult, exit_code, run_deploy
+from .pipeline import DeployResult, exit_code, onnx_inputs, run_deploy
 from .stages import DEFAULT_TARGETS, DEPLOY_TARGETS, DeployConfig, StageResult, export_model, make_ort_session
 
 __all__ = [
@@ -59,6 +67,7 @@ __all__ = [
     "summarize_ms",
     "make_ort_session",
     "export_model",
+    "onnx_inputs",
     "parity",
     "kind_summary",
     "kind_latency_torch",

@@ -22,7 +22,7 @@ from .stages import (
     FAIL, RPC, SKIP, TABLE, Context, DEFAULT_TARGETS, DeployConfig, Stage, StageResult, StageSkipped,
 )
 
-__all__ = ["DeployResult", "exit_code", "select", "make_context", "run_stages", "run_deploy"]
+__all__ = ["DeployResult", "exit_code", "select", "onnx_inputs", "make_context", "run_stages", "run_deploy"]
 
 
 def exit_code(stages: Sequence[StageResult]) -> int:
@@ -61,21 +61,47 @@ class DeployResult:
         return "\n".join(lines)
 
 
-def select(stages: Sequence[Stage], targets: Sequence[str], rpc: bool) -> List[Stage]:
-    """The stages that always run, those of ``targets`` and (``rpc``) the RPC stage, in table order."""
-    return [s for s in stages if s.target is None or s.target in targets or (rpc and s.target == RPC)]
+def select(stages: Sequence[Stage], targets: Sequence[str], rpc: bool, source: str = "torch") -> List[Stage]:
+    """The stages that always run, those of ``targets`` and (``rpc``) the RPC stage, in table
+    order, for a model of ``source`` (``"torch"`` or ``"onnx"``)."""
+    return [s for s in stages if (s.target is None or s.target in targets or (rpc and s.target == RPC))
+            and s.source in (None, source)]
+
+
+def onnx_inputs(path, input_shape: Optional[Sequence[int]] = None, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Seeded standard-normal arrays for every graph input of the ONNX file ``path``: the first of
+    ``input_shape`` (when given), the others of their static dims (symbolic dims 1)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds: Dict[str, np.ndarray] = {}
+    for i, vi in enumerate(v for v in model.graph.input if v.name not in inits):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
+        if i == 0 and input_shape:
+            dims = list(input_shape)
+        feeds[vi.name] = rng.standard_normal(dims).astype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    return feeds
 
 
 def make_context(cfg: DeployConfig) -> Context:
-    """The seeded random input (saved as ``input.npy``) and an empty context for ``cfg``."""
-    import torch
-
+    """The seeded random input(s) (the first saved as ``input.npy``) and an empty context for
+    ``cfg``: a PyTorch model's input of ``input_shape``, or every graph input of an ONNX file."""
     outdir = Path(cfg.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(tuple(cfg.input_shape), generator=torch.Generator().manual_seed(cfg.seed))
-    x_np = x.numpy().copy()
-    np.save(outdir / "input.npy", x_np)
-    return Context(cfg=cfg, model=cfg.model.eval(), x=x, x_np=x_np, outdir=outdir)
+    if cfg.onnx_model is not None:
+        feeds = onnx_inputs(cfg.onnx_model, cfg.input_shape, cfg.seed)
+        ctx = Context(cfg=cfg, model=None, x=None, outdir=outdir, inputs=list(feeds.values()),
+                      input_names=list(feeds))
+    else:
+        import torch
+
+        x = torch.randn(tuple(cfg.input_shape), generator=torch.Generator().manual_seed(cfg.seed))
+        ctx = Context(cfg=cfg, model=cfg.model.eval(), x=x, outdir=outdir, inputs=[x.numpy().copy()])
+    np.save(outdir / "input.npy", ctx.inputs[0])
+    return ctx
 
 
 def _blocked(stage: Stage, done: Dict[str, StageResult], explicit: bool) -> Optional[StageSkipped]:
@@ -179,7 +205,8 @@ def run_deploy(cfg: DeployConfig, stages: Sequence[Stage] = TABLE) -> DeployResu
     from .report import write_report
 
     explicit = cfg.targets is not None
-    chosen = select(stages, list(cfg.targets) if explicit else DEFAULT_TARGETS, bool(cfg.rpc))
+    chosen = select(stages, list(cfg.targets) if explicit else DEFAULT_TARGETS, bool(cfg.rpc),
+                    "onnx" if cfg.onnx_model is not None else "torch")
     ctx = make_context(cfg)
     with _Progress(len(chosen), cfg.quiet) as progress:
         results = run_stages(ctx, chosen, explicit=explicit, on_start=progress.start, on_done=progress.done)

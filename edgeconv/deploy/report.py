@@ -87,12 +87,13 @@ def _markdown(result: DeployResult, data: Dict[str, Any], plot_note: str) -> str
     lines = [f"# edgeconv deploy: `{cfg.model_name}` on {shape}", ""]
     prof = result.profile
     v = data["versions"]
+    ref = "ref" if cfg.onnx_model is not None else "torch"
     lines += [
         f"- created {data['created']}; host {v.get('machine')}, {os.cpu_count()} cores; "
         f"threads {cfg.threads}; {cfg.repeats} timed runs per backend (median)",
         f"- torch {v.get('torch')}, onnx {v.get('onnx')}, onnxruntime {v.get('onnxruntime')}, tvm {v.get('tvm')}",
         f"- targets: {', '.join(data['targets'])} ({'named explicitly' if data['targets_explicit'] else 'default'});"
-        f" parity tolerance: max|y - y_torch| / max|y_torch| <= {cfg.tol:g}",
+        f" parity tolerance: max|y - y_{ref}| / max|y_{ref}| <= {cfg.tol:g}",
     ]
     if prof is not None:
         lines.append(f"- {prof.total_params:,} parameters, {prof.total_macs:,} MACs ({fmt_count(prof.total_macs)})")
@@ -110,7 +111,7 @@ def _markdown(result: DeployResult, data: Dict[str, Any], plot_note: str) -> str
         status = s.status + (" (ok)" if s.status == "skipped" and s.legit else "")
         note = s.reason
         if not note:
-            if s.name == "export" and s.info.get("ops"):
+            if s.name in ("export", "optimize") and s.info.get("ops"):
                 note = "ops: " + ", ".join(s.info["ops"])
             elif s.name.startswith("tvm") and "compile_s" in s.info:
                 note = f"compile {s.info['compile_s']:.1f} s; " + ", ".join(s.artifacts)

@@ -46,6 +46,7 @@ class DeployConfig:
     quiet: bool = False
     tune_trials: int = 0
     seed: int = 0
+    onnx_model: Optional[Path] = None  # deploy this .onnx file (``model`` is then None)
 
 
 @dataclass
@@ -72,12 +73,12 @@ class Context:
     """What the stages share: the configuration, the seeded input and what earlier stages made."""
 
     cfg: DeployConfig
-    model: Any
-    x: Any  # the torch input
-    x_np: np.ndarray
+    model: Any  # None for an ONNX file
+    x: Any  # the torch input (None for an ONNX file)
     outdir: Path
-    ref: Optional[List[np.ndarray]] = None  # PyTorch outputs (stage "torch")
-    onnx: Optional[Path] = None  # exported model (stage "export")
+    inputs: List[np.ndarray] = field(default_factory=list)  # every graph input, in order
+    ref: Optional[List[np.ndarray]] = None  # reference outputs (stage "torch" or "reference")
+    onnx: Optional[Path] = None  # the ONNX model the backends run (stage "export" or "optimize")
     input_names: List[str] = field(default_factory=list)
     libs: Dict[str, Path] = field(default_factory=dict)  # TVM target -> compiled library
     profile: Any = None
@@ -85,7 +86,11 @@ class Context:
     kind_latency_ms: Dict[str, float] = field(default_factory=dict)
 
     def input_shapes(self) -> Optional[Dict[str, List[int]]]:
-        return {self.input_names[0]: list(self.cfg.input_shape)} if self.input_names else None
+        return {n: list(a.shape) for n, a in zip(self.input_names, self.inputs)} if self.input_names else None
+
+    def feeds(self, names: Sequence[str]) -> Dict[str, np.ndarray]:
+        """The inputs by graph-input name (``names`` in graph order, e.g. a session's inputs)."""
+        return dict(zip(names, self.inputs))
 
 
 class StageSkipped(Exception):
@@ -107,7 +112,9 @@ class Stage:
     """One row of :data:`TABLE`.
 
     ``target``: the deploy target that selects the stage (``None``: always runs; :data:`RPC`: runs
-    with ``--rpc``); ``needs``: stages that must have passed; ``probe()``: ``None`` or why the
+    with ``--rpc``); ``source``: the model it needs (``"torch"``: a PyTorch model, ``"onnx"``: an
+    ONNX file, ``None``: either); ``needs``: stages that must have passed (a need that is not
+    selected, the other source's stage, is ignored); ``probe()``: ``None`` or why the
     stage's optional dependency is missing (``missing`` says what that means); ``run(ctx, st)``
     fills ``st`` (``parity``, ``latency``, ``artifacts``, ``info``) and raises on failure.
     """
@@ -121,6 +128,7 @@ class Stage:
     label: Optional[str] = None  # backend label in the latency table and plot
     default: bool = True  # part of the default target list
     bench: Optional[str] = None  # its name as an ``edgeconv bench model`` backend
+    source: Optional[str] = None  # "torch", "onnx" or None (both)
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,13 +175,14 @@ def with_probe(stages: Sequence[Stage], probe: Callable[[], Optional[str]],
 # ------------------------------------------------------------------------------------------
 
 
-def make_ort_session(path: os.PathLike | str, use_library: bool = True, threads: Optional[int] = None):
-    """onnxruntime session for ``path`` via :func:`edgeconv.ort_session`, with (``use_library``:
-    required, ``FileNotFoundError`` if it is not built) or without the edgeconv kernel library
-    (custom ops then run their model-local fallback functions)."""
+def make_ort_session(path, use_library: bool = True, threads: Optional[int] = None):
+    """onnxruntime session for ``path`` (or an ``onnx.ModelProto``) via :func:`edgeconv.ort_session`,
+    with (``use_library``: required, ``FileNotFoundError`` if it is not built) or without the
+    edgeconv kernel library (custom ops then run their model-local fallback functions)."""
     from edgeconv.exporters.onnx import ort_session
 
-    return ort_session(str(path), threads=threads, custom_ops="require" if use_library else False)
+    model = path if hasattr(path, "SerializeToString") else str(path)
+    return ort_session(model, threads=threads, custom_ops="require" if use_library else False)
 
 
 def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int] = None,
@@ -265,6 +274,28 @@ def _torch(ctx: Context, st: StageResult) -> None:
     st.info["output_shapes"] = [list(r.shape) for r in ctx.ref]
 
 
+def _reference(ctx: Context, st: StageResult) -> None:
+    """The ONNX file on stock onnxruntime; if it cannot run there (custom ops of another library),
+    its optimized form's fallback functions (standard operators)."""
+    from edgeconv.exporters.onnx import optimize_onnx
+
+    cfg = ctx.cfg
+    try:
+        sess = make_ort_session(cfg.onnx_model, use_library=False, threads=cfg.threads)
+        st.info["reference"] = "the file as given, on stock onnxruntime"
+    except Exception as exc:
+        sess = make_ort_session(optimize_onnx(cfg.onnx_model), use_library=False, threads=cfg.threads)
+        st.info["reference"] = "its optimized form's fallback functions on stock onnxruntime"
+        st.info["note"] = (f"stock onnxruntime cannot run the file ({one_line(exc)[:120]}): reference = "
+                           "optimize_onnx's fallback functions, so ort-nolib matches it by construction")
+    feeds = ctx.feeds([i.name for i in sess.get_inputs()])
+    ctx.ref = to_numpy_list(sess.run(None, feeds))
+    np.save(ctx.outdir / "reference_output.npy", ctx.ref[0])
+    st.artifacts += ["input.npy", "reference_output.npy"]
+    st.latency = time_callable(lambda: sess.run(None, feeds), cfg.repeats, cfg.warmup)
+    st.info["output_shapes"] = [list(r.shape) for r in ctx.ref]
+
+
 def _profile(ctx: Context, st: StageResult) -> None:
     import torch
 
@@ -278,10 +309,27 @@ def _profile(ctx: Context, st: StageResult) -> None:
 
 
 def _export(ctx: Context, st: StageResult) -> None:
-    import onnx
-
     path = ctx.outdir / "model.onnx"
     export_model(ctx.model, ctx.cfg.input_shape, path, opset=ctx.cfg.opset, example=ctx.x)
+    _describe_onnx(ctx, st, path)
+
+
+def _optimize(ctx: Context, st: StageResult) -> None:
+    """:func:`edgeconv.optimize_onnx` on the file -> ``model.onnx`` (what the backends run)."""
+    from edgeconv.exporters.onnx import optimize_onnx
+
+    path = ctx.outdir / "model.onnx"
+    rewrites: List[Any] = []
+    optimize_onnx(ctx.cfg.onnx_model, path, report=rewrites)
+    st.info["rewrites"] = [str(r) for r in rewrites]
+    st.info["note"] = f"optimize_onnx rewrote {len(rewrites)} node(s)"
+    _describe_onnx(ctx, st, path)
+
+
+def _describe_onnx(ctx: Context, st: StageResult, path: Path) -> None:
+    """``path`` becomes the model of the backends; its opsets, node count, ops and inputs."""
+    import onnx
+
     ctx.onnx = path
     st.artifacts.append(path.name)
     m = onnx.load(str(path), load_external_data=False)
@@ -309,7 +357,7 @@ def ort_run(use_library: bool, session: Callable[..., Any] = make_ort_session) -
 
     def run(ctx: Context, st: StageResult) -> None:
         sess = session(ctx.onnx, use_library=use_library, threads=ctx.cfg.threads)
-        feeds = {sess.get_inputs()[0].name: ctx.x_np}
+        feeds = ctx.feeds([i.name for i in sess.get_inputs()])
         st.parity = parity(ctx.ref, sess.run(None, feeds), ctx.cfg.tol)
         st.latency = time_callable(lambda: sess.run(None, feeds), ctx.cfg.repeats, ctx.cfg.warmup)
         st.info["threads"] = ctx.cfg.threads
@@ -327,8 +375,8 @@ def _tvm_x86(ctx: Context, st: StageResult) -> None:
     st.info["compile_s"] = time.perf_counter() - t0
     st.artifacts.append(lib.name)
     ctx.libs["x86"] = lib
-    st.parity = parity(ctx.ref, cm(ctx.x_np), ctx.cfg.tol)
-    times = cm.benchmark(ctx.x_np, number=1, repeat=ctx.cfg.repeats)
+    st.parity = parity(ctx.ref, cm(*ctx.inputs), ctx.cfg.tol)
+    times = cm.benchmark(*ctx.inputs, number=1, repeat=ctx.cfg.repeats)
     st.latency = summarize_ms([t * 1e3 for t in times])
     st.info["threads"] = ctx.cfg.threads
 
@@ -342,7 +390,7 @@ def _tvm_arm64(ctx: Context, st: StageResult) -> None:
     ctx.libs["arm64"] = lib
 
 
-def call_arm(arm, artifact: Path, backend: str, x_np: np.ndarray, ref: List[np.ndarray], cfg: DeployConfig,
+def call_arm(arm, artifact: Path, backend: str, inputs: List[np.ndarray], ref: List[np.ndarray], cfg: DeployConfig,
              workdir: Path) -> Dict[str, Any]:
     """Run ``backend`` under qemu with the ARM helper's ``edgeconv.arm.verify_arm``: ``"tvm"``
     (``artifact`` = the arm64 TVM library) or ``"ort"`` (``artifact`` = the ONNX model; aarch64
@@ -352,7 +400,7 @@ def call_arm(arm, artifact: Path, backend: str, x_np: np.ndarray, ref: List[np.n
     helper reports that a host tool is missing or nothing could run.
     """
     try:
-        res = arm.verify_arm(str(artifact), inputs=[x_np], tvm=backend == "tvm", ort=backend == "ort", workdir=str(workdir),
+        res = arm.verify_arm(str(artifact), inputs=list(inputs), tvm=backend == "tvm", ort=backend == "ort", workdir=str(workdir),
                              rtol=cfg.tol, threads=cfg.threads, repeat=max(1, min(cfg.repeats, 5)),
                              reference=ref)
     except arm.ArmToolError as exc:  # a host tool is missing
@@ -376,7 +424,7 @@ def _emulated(backend: str, workdir: str) -> Callable[[Context, StageResult], No
 
     def run(ctx: Context, st: StageResult) -> None:
         artifact = ctx.libs["arm64"] if backend == "tvm" else ctx.onnx
-        res = call_arm(importlib.import_module("edgeconv.arm"), artifact, backend, ctx.x_np, ctx.ref, ctx.cfg,
+        res = call_arm(importlib.import_module("edgeconv.arm"), artifact, backend, ctx.inputs, ctx.ref, ctx.cfg,
                        ctx.outdir / workdir)
         if res.get("skipped"):
             raise StageSkipped(str(res["skipped"]), legit=True)
@@ -398,30 +446,35 @@ def _tvm_rpc(ctx: Context, st: StageResult) -> None:
         lib = ctx.outdir / f"model_rpc_{target}.so"
         _tvm_compile(ctx, st, target, lib)
         st.artifacts.append(lib.name)
-    res = run_rpc(lib, cfg.rpc, [ctx.x_np], repeats=cfg.repeats)
+    res = run_rpc(lib, cfg.rpc, ctx.inputs, repeats=cfg.repeats)
     st.parity = parity(ctx.ref, res["outputs"], cfg.tol)
     st.latency = res["latency"]
     st.info.update(target=target, remote=f"{cfg.rpc['host']}:{cfg.rpc['port']}" + (f"/{cfg.rpc['key']}" if cfg.rpc.get("key") else ""))
 
 
+# the stages that make the reference outputs / the ONNX model, for a PyTorch model or an ONNX file
+_REF, _MODEL = ("torch", "reference"), ("export", "optimize")
+
 #: the stage table: every stage, in pipeline order
 TABLE: Tuple[Stage, ...] = (
-    Stage("torch", None, (), None, _torch, label="PyTorch eager", bench="torch"),
-    Stage("profile", None, (), None, _profile),
-    Stage("export", None, (), None, _export),
-    Stage("onnx-check", None, ("export",), None, _onnx_check),
-    Stage("ort", "ort", ("torch", "export"), library_missing, ort_run(True),
+    Stage("torch", None, (), None, _torch, label="PyTorch eager", bench="torch", source="torch"),
+    Stage("reference", None, (), None, _reference, label="onnxruntime (reference)", source="onnx"),
+    Stage("profile", None, (), None, _profile, source="torch"),
+    Stage("export", None, (), None, _export, source="torch"),
+    Stage("optimize", None, (), None, _optimize, source="onnx"),
+    Stage("onnx-check", None, _MODEL, None, _onnx_check),
+    Stage("ort", "ort", _REF + _MODEL, library_missing, ort_run(True),
           label="onnxruntime + edgeconv kernels", bench="ort"),
-    Stage("ort-nolib", "ort", ("torch", "export"), None, ort_run(False),
+    Stage("ort-nolib", "ort", _REF + _MODEL, None, ort_run(False),
           label="onnxruntime (fallback functions)", bench="ort-nolib"),
-    Stage("tvm-x86", "tvm-x86", ("torch", "export"), tvm_missing, _tvm_x86, label="TVM x86 (host)", bench="tvm"),
-    Stage("tvm-arm64", "tvm-arm64", ("export",), tvm_missing, _tvm_arm64),
-    Stage("tvm-arm64-run", "tvm-arm64", ("torch", "tvm-arm64"), arm_missing, _emulated("tvm", "arm"), missing=SKIP,
+    Stage("tvm-x86", "tvm-x86", _REF + _MODEL, tvm_missing, _tvm_x86, label="TVM x86 (host)", bench="tvm"),
+    Stage("tvm-arm64", "tvm-arm64", _MODEL, tvm_missing, _tvm_arm64),
+    Stage("tvm-arm64-run", "tvm-arm64", _REF + ("tvm-arm64",), arm_missing, _emulated("tvm", "arm"), missing=SKIP,
           label="TVM arm64 (qemu, emulated)"),
     # opt-in: its first use cross-builds the kernels
-    Stage("ort-arm64-run", "ort-arm64", ("torch", "export"), arm_missing, _emulated("ort", "arm-ort"), missing=SKIP,
+    Stage("ort-arm64-run", "ort-arm64", _REF + _MODEL, arm_missing, _emulated("ort", "arm-ort"), missing=SKIP,
           label="onnxruntime arm64 + kernels (qemu, emulated)", default=False),
-    Stage("tvm-rpc", RPC, ("torch", "export"), tvm_missing, _tvm_rpc, missing=FAIL, label="TVM via RPC"),
+    Stage("tvm-rpc", RPC, _REF + _MODEL, tvm_missing, _tvm_rpc, missing=FAIL, label="TVM via RPC"),
 )
 
 #: deploy targets (``--targets``), in pipeline order

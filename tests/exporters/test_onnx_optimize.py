@@ -467,7 +467,7 @@ def test_cli_deploy_onnx_file_goes_through_optimize(capsys, tmp_path, which):
         "the file as given, on stock onnxruntime" if which == "standard"
         else "its optimized form's fallback functions on stock onnxruntime")
     assert stages["optimize"]["info"]["rewrites"][0].startswith("'dcn': ")
-    assert stages["profile"]["status"] == "skipped" and stages["profile"]["legit"]
+    assert not {"torch", "profile", "export"} & set(stages)  # the PyTorch-model stages do not run
     for name in targets.replace("ort", "ort,ort-nolib").split(","):
         # float32 kernels vs a float32 reference on ~36-term sums: ~1e-7 measured; 1e-5 as above
         assert stages[name]["status"] == "passed" and stages[name]["parity"]["rel"] <= 1e-5, stages[name]
