@@ -175,9 +175,10 @@ def make_ort_session(path: os.PathLike | str, use_library: bool = True, threads:
 
 
 def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int] = None,
-                 deform: Optional[str] = None, fallback: Optional[str] = None, example=None):
+                 deform: Optional[str] = None, fallback: Optional[str] = None, example=None, **options: Any):
     """:func:`edgeconv.export_onnx` on a seeded random input of ``input_shape`` (dynamic batch);
-    ``fallback`` is the exporter's ``deform_fallback``. Returns the ``ModelProto``."""
+    ``fallback`` is the exporter's ``deform_fallback``; ``options`` go to ``export_onnx`` as they
+    are (``input_names``, ...). Returns the ``ModelProto``."""
     import torch
 
     from edgeconv.exporters.onnx import export_onnx
@@ -192,6 +193,7 @@ def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int
         kwargs["deform"] = deform
     if fallback is not None:
         kwargs["deform_fallback"] = fallback
+    kwargs.update(options)
     return export_onnx(model, (example,), str(path), **kwargs)
 
 

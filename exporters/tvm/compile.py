@@ -71,17 +71,24 @@ def _ensure_pool() -> None:
 _POOL_READY = False
 
 
-# Python warnings TVM emits on valid input, filtered at our API boundary. TVM's ONNX frontend
-# runs onnx.checker and re-raises its complaints as warnings: graph outputs without a shape
-# (legal in ONNX files from other exporters; the frontend infers the shapes itself).
-_HARMLESS_WARNINGS = (r"Field '\w+' of '\w+' is required but missing",)
+# What TVM prints on valid input, filtered at our API boundary (``EDGECONV_VERBOSE=1`` shows it).
+# Python warnings: TVM's ONNX frontend runs onnx.checker and re-raises its complaints as warnings,
+# then imports the model anyway (graph outputs without a shape are legal in files from other
+# exporters; a node it cannot import is an OpNotImplemented error, which names the op).
+_HARMLESS_WARNING_MODULES = (r"tvm\.relax\.frontend\.onnx",)
+# C++ LOG(WARNING) lines on fd 2: the stock pipeline legalizes take(mode="fast"), which our
+# DCN decomposition emits with indices it has clamped itself.
+_HARMLESS_NATIVE = (r"Warning: Fast mode segfaults when there are out-of-bounds indices",)
 
 
 @contextlib.contextmanager
 def _quiet_tvm():
-    with warnings.catch_warnings():
-        for message in _HARMLESS_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    from edgeconv._quiet import native_stderr_filtered, verbose
+
+    with warnings.catch_warnings(), native_stderr_filtered(_HARMLESS_NATIVE):
+        if not verbose():
+            for module in _HARMLESS_WARNING_MODULES:
+                warnings.filterwarnings("ignore", category=UserWarning, module=module)
         yield
 
 
@@ -286,7 +293,7 @@ def compile_tvm(
         relax_pipeline = "default"
     else:
         relax_pipeline = pipeline
-    with tvm.transform.PassContext(opt_level=3, config=build_config()):
+    with tvm.transform.PassContext(opt_level=3, config=build_config()), _quiet_tvm():
         if tune_trials and tune_trials > 0:
             from .tune import tune_and_build
 
