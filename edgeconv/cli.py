@@ -25,6 +25,7 @@ shows them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -574,13 +575,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
         feeds[first] = np.random.default_rng(0).standard_normal(args.input).astype(feeds[first].dtype)
     import tvm.error
 
+    work_dir = None
+    if args.tune:
+        if args.rpc and not args.rpc.get("key"):
+            raise CLIError("--tune with --rpc measures through an RPC tracker: use --rpc HOST:PORT/KEY")
+        if args.target.startswith("arm64") and not args.rpc:
+            raise CLIError(f"--tune for --target {args.target} measures on a board: add --rpc HOST:PORT/KEY")
+        work_dir = _writable_dir(args.work_dir or f"{Path(args.output).with_suffix('')}-tuning", "--work-dir")
     try:
-        with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
-            compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune, input_shapes=shapes)
+        with _tuning_progress(args) as on_trial:
+            cm = compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune,
+                             input_shapes=shapes, work_dir=work_dir and str(work_dir),
+                             rpc=args.rpc if args.tune else None, on_trial=on_trial)
     except tvm.error.OpNotImplemented as exc:  # an op TVM's ONNX frontend cannot import: input error, as in `run`
         raise CLIError(f"TVM cannot import {str(path)!r}: {_first_line(exc)}") from exc
     con = _console()
     con.print(f"wrote {args.output}")
+    if cm.tuning is not None:
+        t = cm.tuning
+        faster = ", ".join(f"{name} {x:.2f}x" for name, x in t.applied.items()) or "none"
+        con.print(f"tuning: {t.trials} trials, {t.valid} valid measured, on {len(t.tasks)} kernels; faster than "
+                  f"untuned and applied: {faster}; database and logs: {t.work_dir} (logs in {t.log_dir})")
     if args.rpc:
         import numpy as np
 
@@ -657,6 +672,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     con.print(result.summary_text())
     con.print(f"report: {cfg.outdir / 'report.md'}")
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _tuning_progress(args: argparse.Namespace):
+    """One progress bar over the MetaSchedule trials (``on_trial(done, total)``), else the spinner."""
+    if not args.tune or args.quiet:
+        with _status(args, f"compiling {args.model} for {args.target}"):
+            yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"tuning {args.model} for {args.target}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=args.tune)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 class _NullStatus:
@@ -747,9 +777,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_shape_arg, default=None,
                    help="shape N,C,H,W of the first input: fixes symbolic dims (a dynamic batch), which "
                         "edgeconv's kernels need (else TVM's generic conv, with a warning)")
-    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials (default 0)")
+    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N",
+                   help="at most N MetaSchedule trials, shared by the kernels left to generic schedules; a tuned "
+                        "schedule is kept only where it measured faster (default 0)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="--tune: MetaSchedule's database (reused across runs) and logs (default: OUTPUT without "
+                        ".so + '-tuning')")
     p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
-                   help="also run the compiled module on an RPC server (or tracker/key)")
+                   help="with --tune: measure the trials on the boards of an RPC tracker (HOST:PORT/KEY); "
+                        "without: run the compiled module on an RPC server (or tracker/key)")
     p.add_argument("--repeat", type=_non_negative_int, default=10, help="timed runs for --rpc")
     p.set_defaults(func=cmd_compile)
 

@@ -33,8 +33,9 @@ else **1**. Legitimate skips:
   runner cannot run here (no qemu-user/cross toolchain): the cross-compilation itself still
   has to pass.
 
-A stage skipped because a stage it needs failed ("upstream failed") is not legitimate, but its
-upstream failure already makes the exit code 1. Usage errors (unknown model, malformed shape,
+A stage skipped because a stage it needs was skipped legitimately is a legitimate skip too; one
+skipped because a stage it needs failed ("upstream failed") is not, but its upstream failure
+already makes the exit code 1. Usage errors (unknown model, malformed shape,
 bad target) never get here: the CLI exits 2 before the pipeline starts.
 
 Outputs in ``outdir``: ``report.md``, ``report.json``, ``latency.png`` (matplotlib Agg),
@@ -518,7 +519,9 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
         for d in deps:
             st = stages.get(d)
             if st is not None and st.status != "passed":
-                raise _Skip(f"needs stage {d!r}, which {st.status}" + (" (upstream failed)" if st.status == "failed" else ""), False)
+                # legitimate when the upstream skip is (TVM not installed skips tvm-arm64-run too)
+                raise _Skip(f"needs stage {d!r}, which {st.status}" + (" (upstream failed)" if st.status == "failed" else ""),
+                            st.status == "skipped" and st.legit)
 
     def run(name: str, fn: Callable[[StageResult], None], progress: _Progress) -> None:
         st = stages[name]
@@ -621,7 +624,7 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
 
         with _CaptureFd2(cfg.quiet) as cap:
             cm = compile_tvm(str(state["onnx"]), target=target, output=str(lib), tune_trials=tune_trials,
-                             input_shapes=_shape_dict(state, cfg))
+                             input_shapes=_shape_dict(state, cfg), work_dir=str(outdir / "tvm-tuning"))
         _note_log(st, cap.text)
         return cm
 

@@ -159,6 +159,7 @@ class CompiledModel:
         self.input_names = input_names
         self.output_names = output_names
         self.mod = mod  # the Relax IRModule after import (before our pipeline)
+        self.tuning = None  # a tune.TuningSummary when compiled with tune_trials
         self._vm = None
 
     @property
@@ -257,14 +258,20 @@ def compile_tvm(
     layout: str = "blocked",
     work_dir: str | None = None,
     overrides=None,
+    rpc: dict | None = None,
+    on_trial=None,
 ) -> CompiledModel:
     """Compile ``model`` with edgeconv's TVM pipeline.
 
     target: ``x86`` (host; AVX-512 if /proc/cpuinfo has it, else AVX2), ``x86-avx2``,
     ``x86-avx512``, ``arm64`` (NEON, cortex-a72), ``arm64-dotprod`` or a JSON-dict TVM target.
     output: path of a shared library to write (cross-compiled for arm64).
-    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves unscheduled and on
-    ours (database in ``work_dir``, default ``tvm-tuning/``); 0 needs no tuning.
+    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves to generic schedules
+    and keeps a tuned schedule only where it measured faster (see :mod:`.tune`); needs
+    ``work_dir`` (database and logs, reused across runs). ``rpc`` (``{"host", "port", "key"}``
+    of an RPC tracker) measures on remote boards, required for a target that is not this host;
+    ``on_trial(done, total)`` is called after each measured batch. The result's ``tuning``
+    is a :class:`~.tune.TuningSummary`.
     pipeline: ``"edgeconv"`` (default) or ``"stock"`` (TVM's default pipeline, for comparison).
     layout: ``"blocked"`` (default; NCHW[b]c kernels wherever channels come in whole vector blocks,
     layout transforms only at the graph edges) or ``"nchw"`` (every kernel in NCHW).
@@ -294,13 +301,18 @@ def compile_tvm(
     else:
         relax_pipeline = pipeline
     with tvm.transform.PassContext(opt_level=3, config=build_config()), _quiet_tvm():
+        tuning = None
         if tune_trials and tune_trials > 0:
             from .tune import tune_and_build
 
-            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning", layout, overrides)
+            if work_dir is None:
+                raise ValueError("tuning needs work_dir= (MetaSchedule's database and logs go there)")
+            ex, tuning = tune_and_build(mod, tgt, family, tune_trials, work_dir, layout, overrides, rpc=rpc,
+                                        on_trial=on_trial, is_host=is_host)
         else:
             ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline)
     cm = CompiledModel(ex, tdict, family, is_host, in_names, out_names, mod)
+    cm.tuning = tuning
     if output is not None:
         cm.export_library(output)
     return cm
