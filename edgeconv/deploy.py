@@ -520,8 +520,8 @@ def run_deploy(cfg: DeployConfig) -> DeployResult:
             st = stages.get(d)
             if st is not None and st.status != "passed":
                 # legitimate when the upstream skip is (TVM not installed skips tvm-arm64-run too)
-                raise _Skip(f"needs stage {d!r}, which {st.status}" + (" (upstream failed)" if st.status == "failed" else ""),
-                            st.status == "skipped" and st.legit)
+                upstream = " (upstream failed)" if st.status == "failed" else ""
+                raise _Skip(f"needs stage {d!r}, which {st.status}{upstream}", st.status == "skipped" and st.legit)
 
     def run(name: str, fn: Callable[[StageResult], None], progress: _Progress) -> None:
         st = stages[name]

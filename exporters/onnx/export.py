@@ -50,7 +50,8 @@ def _check_options(opset, deform, dynamic, deform_fallback) -> None:
     if dynamic not in _DYNAMIC_MODES:
         raise ExportError(f"dynamic must be one of {_DYNAMIC_MODES}, got {dynamic!r}", option="dynamic")
     if deform_fallback not in _FALLBACK_MODES:
-        raise ExportError(f"deform_fallback must be one of {_FALLBACK_MODES}, got {deform_fallback!r}", option="deform_fallback")
+        raise ExportError(f"deform_fallback must be one of {_FALLBACK_MODES}, got {deform_fallback!r}",
+                          option="deform_fallback")
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset must be an int in [{MIN_OPSET}, {MAX_OPSET}], got {opset!r}", option="opset")
     if deform == "standard" and opset < fallbacks.MIN_OPSET_STANDARD_DEFORM:
@@ -632,8 +633,8 @@ def export_onnx(
     program = _torch_export(model, args, _dynamic_shapes(args, dynamic_batch))
     proto = _onnx_translate(program, opset, custom_translation_table, input_names, output_names)
     if output_names is not None and len(output_names) > len(proto.graph.output):
-        raise ExportError(f"output_names has {len(output_names)} names, the model has {len(proto.graph.output)} outputs",
-                          option="output_names")
+        raise ExportError(f"output_names has {len(output_names)} names, the model has "
+                          f"{len(proto.graph.output)} outputs", option="output_names")
     got = _default_opset(proto)
     if got != max(opset, TRANSLATION_OPSET):
         raise ExportError(f"torch.onnx could not convert the model to opset {opset} (it stayed at {got}); "

@@ -182,7 +182,8 @@ def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str,
             return tvm.compile(edgeconv_stage2()(untuned), target=target, relax_pipeline=None), summary
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=20)
-    builder = ms.builder.LocalBuilder(f_build=build_candidate, f_export=export_aarch64 if family == "arm" else export_host,
+    builder = ms.builder.LocalBuilder(f_build=build_candidate,
+                                      f_export=export_aarch64 if family == "arm" else export_host,
                                       timeout_sec=_BUILD_TIMEOUT_S)
     runner = (_rpc_runner(ms, rpc, evaluator) if rpc is not None else
               ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=_RUN_TIMEOUT_S))
