@@ -200,6 +200,11 @@ def tune_and_build(mod: tvm.ir.IRModule, target: tvm.target.Target, family: str,
     ms_logger = logging.getLogger(_MS_LOGGER)
     if not verbose():  # console handler at WARNING; the task logs in work_dir/logs keep everything
         ms_logger.setLevel(logging.WARNING)
+    # tune_tir's logging set-up (logging.dictConfig) lists this logger's handlers by name and fails
+    # on an unnamed one (pytest's capture handler, from a second tuning in one process); it
+    # replaces the logger's handlers anyway.
+    for handler in [h for h in ms_logger.handlers if h.get_name() is None]:
+        ms_logger.removeHandler(handler)
     database = ms.tir_integration.tune_tir(
         tvm.IRModule(dict(tasks)), target=target, work_dir=str(work), max_trials_global=trials,
         max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task),
