@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import tvm
-from tvm import relax
 
 from .conv import DEFAULT_OVERRIDES, PlanOverrides
 from .elementwise import ScheduleGenericOps
