@@ -13,15 +13,19 @@ Exit codes (all commands):
   backend failed, an export/compile error (one line ``edgeconv: error: <Type>: ...``);
 * ``2`` usage error, one line ``edgeconv: error: ...`` on stderr and no traceback (``--debug``
   shows it): unknown command/option, unknown model, bad target, unreadable file, malformed
-  ``--input`` shape.
+  ``--input`` shape, an input array of the wrong dtype/shape, an operator the back end cannot
+  import or export (``run``, ``compile``, ``export`` alike).
 
-The back ends (onnx, onnxruntime, TVM, matplotlib) are imported inside the commands that use
-them, so a missing optional one (TVM) only affects those commands.
+The back ends (torch, onnx, onnxruntime, TVM, matplotlib) are imported inside the commands that
+use them, so ``edgeconv --help`` stays fast and a missing optional one (TVM) only affects those
+commands. Their known-harmless warnings are filtered at edgeconv's API boundary; ``--verbose``
+shows them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -38,6 +42,8 @@ from edgeconv.cli_common import (  # shared with edgeconv.bench
 )
 from edgeconv.bench.__main__ import BENCHMARKS
 from edgeconv.deploy.stages import DEPLOY_TARGETS
+from edgeconv import __version__
+from edgeconv._quiet import VERBOSE_ENV
 
 __all__ = ["main", "build_parser", "CLIError", "parse_shape", "resolve_model", "TARGETS"]
 
@@ -316,8 +322,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _writable_dir(out.parent if str(out.parent) else ".")
     model, shape, name = resolve_model(args.model, args.input)
-    with _status(args, f"exporting {name} ({'x'.join(map(str, shape))}) to {out}"):
-        export_model(model, shape, out, opset=args.opset, deform=args.deform, fallback=args.fallback)
+    from edgeconv.exporters.onnx import ExportError
+
+    names = {k: v for k, v in (("input_names", args.input_names), ("output_names", args.output_names)) if v}
+    try:
+        with _status(args, f"exporting {name} ({'x'.join(map(str, shape))}) to {out}"):
+            export_model(model, shape, out, opset=args.opset, deform=args.deform, fallback=args.fallback, **names)
+    except ExportError as exc:
+        if exc.op is None and exc.option is None:
+            raise  # a failure of the export itself: exit 1
+        raise CLIError(_first_line(exc)) from exc  # a bad option, or the model uses an op we cannot export
     _console().print(f"wrote {out}")
     return 0
 
@@ -371,6 +385,18 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _names_arg(text: str) -> List[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-empty names, got {text!r}")
+    return names
+
+
 def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
     """Inputs for an ONNX model: ``.npy`` files in graph-input order, else random (dynamic dims -> 1)."""
     import numpy as np
@@ -392,10 +418,31 @@ def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
                 feeds[vi.name] = np.load(p, allow_pickle=False)
             except Exception as exc:
                 raise CLIError(f"cannot read input array {a!r}: {exc}") from exc
+            _check_input_array(vi, feeds[vi.name], a)
         return model, feeds
     from edgeconv.deploy import onnx_inputs
 
     return model, onnx_inputs(path, None, seed)
+
+
+def _check_input_array(vi, array, file: str) -> None:
+    """``CLIError`` naming the file and the graph input when ``array`` has another dtype, rank or
+    static dim than the ONNX graph input ``vi`` declares (onnxruntime's own message names neither)."""
+    import numpy as np
+    import onnx
+
+    tt = vi.type.tensor_type
+    want = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    if array.dtype != want:
+        raise CLIError(f"input array {file!r} has dtype {array.dtype}, the model's input {vi.name!r} takes {want} "
+                       f"(convert it with numpy: np.save(path, a.astype(np.{want.name})))")
+    if not tt.HasField("shape"):
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    shown = "x".join("?" if d is None else str(d) for d in dims)
+    if array.ndim != len(dims) or any(d is not None and d != n for d, n in zip(dims, array.shape)):
+        raise CLIError(f"input array {file!r} has shape {'x'.join(map(str, array.shape))}, the model's input "
+                       f"{vi.name!r} takes {shown} (? = any size)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -433,7 +480,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.repeat:
         stats = time_callable(lambda: sess.run(None, feeds), repeats=args.repeat, warmup=2)
         con.print(f"latency: median {stats['median_ms']:.3f} ms over {args.repeat} runs "
-                  f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}), threads={args.threads}, "
+                  f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}), "
+                  f"threads={args.threads or 'onnxruntime default'}, "
                   f"custom ops={'off' if args.no_custom_ops else 'on'}")
     return 0
 
@@ -454,11 +502,30 @@ def cmd_compile(args: argparse.Namespace) -> int:
         first = next(iter(feeds))
         shapes = {first: list(args.input)}
         feeds[first] = np.random.default_rng(0).standard_normal(args.input).astype(feeds[first].dtype)
+    import tvm.error
+
+    work_dir = None
+    if args.tune:
+        if args.rpc and not args.rpc.get("key"):
+            raise CLIError("--tune with --rpc measures through an RPC tracker: use --rpc HOST:PORT/KEY")
+        if args.target.startswith("arm64") and not args.rpc:
+            raise CLIError(f"--tune for --target {args.target} measures on a board: add --rpc HOST:PORT/KEY")
+        work_dir = _writable_dir(args.work_dir or f"{Path(args.output).with_suffix('')}-tuning", "--work-dir")
     model = _optimized(path, args.quiet)
-    with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
-        compile_tvm(str(path) if model is None else model, target=args.target, output=args.output, tune_trials=args.tune, input_shapes=shapes)
+    try:
+        with _tuning_progress(args) as on_trial:
+            cm = compile_tvm(str(path) if model is None else model, target=args.target, output=args.output, tune_trials=args.tune,
+                             input_shapes=shapes, work_dir=work_dir and str(work_dir),
+                             rpc=args.rpc if args.tune else None, on_trial=on_trial)
+    except tvm.error.OpNotImplemented as exc:  # an op TVM's ONNX frontend cannot import: input error, as in `run`
+        raise CLIError(f"TVM cannot import {str(path)!r}: {_first_line(exc)}") from exc
     con = _console()
     con.print(f"wrote {args.output}")
+    if cm.tuning is not None:
+        t = cm.tuning
+        faster = ", ".join(f"{name} {x:.2f}x" for name, x in t.applied.items()) or "none"
+        con.print(f"tuning: {t.trials} trials, {t.valid} valid measured, on {len(t.tasks)} kernels; faster than "
+                  f"untuned and applied: {faster}; database and logs: {t.work_dir} (logs in {t.log_dir})")
     if args.rpc:
         import numpy as np
 
@@ -540,6 +607,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+@contextlib.contextmanager
+def _tuning_progress(args: argparse.Namespace):
+    """One progress bar over the MetaSchedule trials (``on_trial(done, total)``), else the spinner."""
+    if not args.tune or args.quiet:
+        with _status(args, f"compiling {args.model} for {args.target}"):
+            yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"tuning {args.model} for {args.target}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=args.tune)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 class _NullStatus:
     def __enter__(self):
         return self
@@ -565,9 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress output")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show the back ends' own warnings and logs (TVM, torch.onnx), filtered by default")
 
     parser = _Parser(prog=PROG, description="Every convolution kind, from a PyTorch layer to a verified edge deployment.",
                      parents=[common])
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -603,6 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deformable conv as standard ONNX DeformConv, edgeconv custom op, or auto")
     p.add_argument("--fallback", choices=("standard", "decomposed"), default="standard",
                    help="model-local function attached to custom ops for runtimes without our library")
+    p.add_argument("--input-names", type=_names_arg, default=None, metavar="A[,B...]",
+                   help="graph input names, in forward() order (default: the forward() parameter names)")
+    p.add_argument("--output-names", type=_names_arg, default=None, metavar="Y[,Z...]",
+                   help="graph output names, in output order (default: torch's node names)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("optimize", parents=[common],
@@ -630,9 +719,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_shape_arg, default=None,
                    help="shape N,C,H,W of the first input: fixes symbolic dims (a dynamic batch), which "
                         "edgeconv's kernels need (else TVM's generic conv, with a warning)")
-    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials (default 0)")
+    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N",
+                   help="at most N MetaSchedule trials, shared by the kernels left to generic schedules; a tuned "
+                        "schedule is kept only where it measured faster (default 0)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="--tune: MetaSchedule's database (reused across runs) and logs (default: OUTPUT without "
+                        ".so + '-tuning')")
     p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
-                   help="also run the compiled module on an RPC server (or tracker/key)")
+                   help="with --tune: measure the trials on the boards of an RPC tracker (HOST:PORT/KEY); "
+                        "without: run the compiled module on an RPC server (or tracker/key)")
     p.add_argument("--repeat", type=_non_negative_int, default=10, help="timed runs for --rpc")
     p.set_defaults(func=cmd_compile)
 
@@ -684,6 +779,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.quiet = getattr(args, "quiet", False)
     args.debug = getattr(args, "debug", False)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"  # read by the filters at the API boundary (edgeconv._quiet)
     try:
         if getattr(args, "passthrough", False):
             return args.func(args, rest)

@@ -156,6 +156,18 @@ def test_missing_tvm_is_a_legit_skip_only_for_default_targets(tmp_path):
     assert res.exit_code == 1
 
 
+def test_without_tvm_the_default_deploy_exits_0(tmp_path):
+    """A wheel installed without extras: the TVM stages skip, and so does the emulated arm64 run
+    that needs the (skipped) cross-compilation; every skip is legitimate, exit code 0."""
+    table = S.with_probe(S.TABLE, S.tvm_missing, lambda: "TVM not available (test)")
+    res = run_deploy(_cfg(tmp_path, targets=None), table)
+    by = {s.name: s for s in res.stages}
+    for name in ("tvm-x86", "tvm-arm64", "tvm-arm64-run"):
+        assert by[name].status == "skipped" and by[name].legit, (name, by[name].reason)
+    assert "needs stage 'tvm-arm64'" in by["tvm-arm64-run"].reason
+    assert res.exit_code == 0
+
+
 def test_failing_stage_is_recorded_and_pipeline_continues(tmp_path):
 
     def broken_session(*a, **k):

@@ -1,7 +1,8 @@
 """Run a selection of :data:`~edgeconv.deploy.stages.TABLE`: skip/fail rules and the exit code.
 
-A stage whose ``needs`` did not pass is skipped ("upstream failed" when one failed: not
-legitimate, but the upstream failure already makes the exit code 1). A stage whose probe reports
+A stage whose ``needs`` did not pass is skipped: legitimately when the need was skipped
+legitimately, else not ("upstream failed" when one failed: the upstream failure already makes
+the exit code 1). A stage whose probe reports
 a missing optional dependency is, by its ``missing`` rule: skipped legitimately unless its target
 was named explicitly (then failed), always skipped legitimately, or failed. An exception is a
 failure recorded with its traceback; a parity above the tolerance fails the stage.
@@ -109,8 +110,10 @@ def _blocked(stage: Stage, done: Dict[str, StageResult], explicit: bool) -> Opti
     for dep in stage.needs:
         st = done.get(dep)
         if st is not None and st.status != "passed":
+            # legitimate when the upstream skip is (TVM not installed skips tvm-arm64-run too)
             return StageSkipped(f"needs stage {dep!r}, which {st.status}"
-                                + (" (upstream failed)" if st.status == "failed" else ""), False)
+                                + (" (upstream failed)" if st.status == "failed" else ""),
+                                st.status == "skipped" and st.legit)
     why = stage.probe() if stage.probe is not None else None
     if why is None:
         return None

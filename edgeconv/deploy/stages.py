@@ -186,9 +186,10 @@ def make_ort_session(path, use_library: bool = True, threads: Optional[int] = No
 
 
 def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int] = None,
-                 deform: Optional[str] = None, fallback: Optional[str] = None, example=None):
+                 deform: Optional[str] = None, fallback: Optional[str] = None, example=None, **options: Any):
     """:func:`edgeconv.export_onnx` on a seeded random input of ``input_shape`` (dynamic batch);
-    ``fallback`` is the exporter's ``deform_fallback``. Returns the ``ModelProto``."""
+    ``fallback`` is the exporter's ``deform_fallback``; ``options`` go to ``export_onnx`` as they
+    are (``input_names``, ...). Returns the ``ModelProto``."""
     import torch
 
     from edgeconv.exporters.onnx import export_onnx
@@ -203,6 +204,7 @@ def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int
         kwargs["deform"] = deform
     if fallback is not None:
         kwargs["deform_fallback"] = fallback
+    kwargs.update(options)
     return export_onnx(model, (example,), str(path), **kwargs)
 
 
@@ -251,7 +253,7 @@ def _tvm_compile(ctx: Context, st: StageResult, target: str, lib: Path, tune_tri
 
     with _CaptureFd2(ctx.cfg.quiet) as cap:
         cm = compile_tvm(str(ctx.onnx), target=target, output=str(lib), tune_trials=tune_trials,
-                         input_shapes=ctx.input_shapes())
+                         input_shapes=ctx.input_shapes(), work_dir=str(ctx.outdir / "tvm-tuning"))
     _note_log(st, cap.text)
     return cm
 

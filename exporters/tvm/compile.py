@@ -74,17 +74,24 @@ def _ensure_pool() -> None:
 _POOL_READY = False
 
 
-# Python warnings TVM emits on valid input, filtered at our API boundary. TVM's ONNX frontend
-# runs onnx.checker and re-raises its complaints as warnings: graph outputs without a shape
-# (legal in ONNX files from other exporters; the frontend infers the shapes itself).
-_HARMLESS_WARNINGS = (r"Field '\w+' of '\w+' is required but missing",)
+# What TVM prints on valid input, filtered at our API boundary (``EDGECONV_VERBOSE=1`` shows it).
+# Python warnings: TVM's ONNX frontend runs onnx.checker and re-raises its complaints as warnings,
+# then imports the model anyway (graph outputs without a shape are legal in files from other
+# exporters; a node it cannot import is an OpNotImplemented error, which names the op).
+_HARMLESS_WARNING_MODULES = (r"tvm\.relax\.frontend\.onnx",)
+# C++ LOG(WARNING) lines on fd 2: the stock pipeline legalizes take(mode="fast"), which our
+# DCN decomposition emits with indices it has clamped itself.
+_HARMLESS_NATIVE = (r"Warning: Fast mode segfaults when there are out-of-bounds indices",)
 
 
 @contextlib.contextmanager
 def _quiet_tvm():
-    with warnings.catch_warnings():
-        for message in _HARMLESS_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    from edgeconv._quiet import native_stderr_filtered, verbose
+
+    with warnings.catch_warnings(), native_stderr_filtered(_HARMLESS_NATIVE):
+        if not verbose():
+            for module in _HARMLESS_WARNING_MODULES:
+                warnings.filterwarnings("ignore", category=UserWarning, module=module)
         yield
 
 
@@ -163,6 +170,7 @@ class CompiledModel:
         self.input_names = input_names
         self.output_names = output_names
         self.mod = mod  # the Relax IRModule after import (before our pipeline)
+        self.tuning = None  # a tune.TuningSummary when compiled with tune_trials
         self._vm = None
 
     @property
@@ -246,14 +254,20 @@ def compile_tvm(
     layout: str = "blocked",
     work_dir: str | None = None,
     overrides=None,
+    rpc: dict | None = None,
+    on_trial=None,
 ) -> CompiledModel:
     """Compile ``model`` with edgeconv's TVM pipeline.
 
     target: ``x86`` (host; AVX-512 if /proc/cpuinfo has it, else AVX2), ``x86-avx2``,
     ``x86-avx512``, ``arm64`` (NEON, cortex-a72), ``arm64-dotprod`` or a JSON-dict TVM target.
     output: path of a shared library to write (cross-compiled for arm64).
-    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves unscheduled and on
-    ours (database in ``work_dir``, default ``tvm-tuning/``); 0 needs no tuning.
+    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves to generic schedules
+    and keeps a tuned schedule only where it measured faster (see :mod:`.tune`); needs
+    ``work_dir`` (database and logs, reused across runs). ``rpc`` (``{"host", "port", "key"}``
+    of an RPC tracker) measures on remote boards, required for a target that is not this host;
+    ``on_trial(done, total)`` is called after each measured batch. The result's ``tuning``
+    is a :class:`~.tune.TuningSummary`.
     pipeline: ``"edgeconv"`` (default) or ``"stock"`` (TVM's default pipeline, for comparison).
     layout: ``"blocked"`` (default; NCHW[b]c kernels wherever channels come in whole vector blocks,
     layout transforms only at the graph edges) or ``"nchw"`` (every kernel in NCHW).
@@ -282,14 +296,19 @@ def compile_tvm(
         relax_pipeline = "default"
     else:
         relax_pipeline = pipeline
-    with tvm.transform.PassContext(opt_level=3, config=build_config()):
+    with tvm.transform.PassContext(opt_level=3, config=build_config()), _quiet_tvm():
+        tuning = None
         if tune_trials and tune_trials > 0:
             from .tune import tune_and_build
 
-            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning", layout, overrides)
+            if work_dir is None:
+                raise ValueError("tuning needs work_dir= (MetaSchedule's database and logs go there)")
+            ex, tuning = tune_and_build(mod, tgt, family, tune_trials, work_dir, layout, overrides, rpc=rpc,
+                                        on_trial=on_trial, is_host=is_host)
         else:
             ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline)
     cm = CompiledModel(ex, tdict, family, is_host, in_names, out_names, mod)
+    cm.tuning = tuning
     if output is not None:
         cm.export_library(output)
     return cm
