@@ -11,6 +11,8 @@
 //     weights: Y[g*Og:(g+1)*Og, tile] = Wpacked[g] (Og x KK*Cg) * col^T, plus the bias (AVX2:
 //     own micro-kernel, K-blocked so that a 16-channel weight panel stays in L1; else Eigen);
 //   * tasks run on onnxruntime's intra-op thread pool; Eigen's own threading is off.
+// Depthwise convolution (one input channel per group) has its own direct loop (DepthwiseConv2d):
+// as a GEMM it would have one output channel per group, 1/16 of the AVX2 micro-kernel's panel.
 #ifndef EDGECONV_KERN_NS
 #error "EDGECONV_KERN_NS must be defined (generic, avx2, ...)"
 #endif
@@ -546,12 +548,111 @@ void MixWeights(const float* packed, int64_t K, int64_t size, const float* a, in
   runner.Run(&MixTask, static_cast<size_t>(N * j.nchunks), &j);
 }
 
+// ---- depthwise convolution (C/G == 1): direct loops on the NCHW planes ----
+//
+// For each tap (ky, kx) the outputs whose input pixel is inside the image form a rectangle
+// [oh0, oh1) x [ow0, ow1), computed once per tap; its rows are updated with y += w * x (stride-1 and
+// stride-2 rows vectorised). The plane (a few KB to a few tens of KB) stays in L1/L2 across the taps.
+
+// First i >= 0 with i * stride + off >= 0, at most `out`.
+inline int64_t FirstInside(int64_t off, int64_t stride, int64_t out) {
+  return off >= 0 ? 0 : Min(out, (-off + stride - 1) / stride);
+}
+// One past the last i < out with i * stride + off <= size - 1, at least `first`.
+inline int64_t EndInside(int64_t off, int64_t stride, int64_t size, int64_t out, int64_t first) {
+  if (off > size - 1) return first;
+  return Max(first, Min(out, (size - 1 - off) / stride + 1));
+}
+
+// y[i] += w * x[i * s] for i < n.
+inline void AxpyRow(float* __restrict y, const float* __restrict x, int64_t n, int64_t s, float w) {
+  int64_t i = 0;
+#if EDGECONV_MICROKERNEL
+  const __m256 wv = _mm256_set1_ps(w);
+  if (s == 1) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  } else if (s == 2) {
+    // 16 loaded floats hold 8 even ones; the last load ends at x[2i + 15] <= x[2(n-1)] (i + 8 < n):
+    // never past the row's last read pixel.
+    for (; i + 8 < n; i += 8) {
+      const __m256 a = _mm256_loadu_ps(x + 2 * i), b = _mm256_loadu_ps(x + 2 * i + 8);
+      const __m256 even = _mm256_castpd_ps(_mm256_permute4x64_pd(
+          _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, even, _mm256_loadu_ps(y + i)));
+    }
+  }
+#endif
+  for (; i < n; ++i) y[i] += w * x[i * s];
+}
+
+// y += v outside the rectangle [oh0, oh1) x [ow0, ow1) of the OH x OW plane.
+void AddOutside(float* y, int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, int64_t ow0, int64_t ow1, float v) {
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* row = y + oh * OW;
+    const bool inside = oh >= oh0 && oh < oh1;
+    for (int64_t ow = 0; ow < OW; ++ow)
+      if (!inside || ow < ow0 || ow >= ow1) row[ow] += v;
+  }
+}
+
+// Y[n, o] = bias[n, o] + sum over taps of w[n, o, tap] * (input pixel or padding zero).
+void DepthwisePlane(const DepthwiseArgs& a, int64_t n, int64_t o) {
+  const ConvGeometry& g = a.g;
+  const int64_t Og = g.O / g.G, KK = g.KH * g.KW;
+  const float* x = a.x + (n * g.C + o / Og) * g.H * g.W;
+  const float* w = a.w + (n * g.O + o) * KK;
+  float* y = a.y + (n * g.O + o) * g.OH * g.OW;
+  const float b = a.bias != nullptr ? a.bias[n * g.O + o] : 0.0f;
+  for (int64_t i = 0; i < g.OH * g.OW; ++i) y[i] = b;
+  for (int64_t ky = 0; ky < g.KH; ++ky) {
+    const int64_t offy = ky * g.DH - g.PT;
+    const int64_t oh0 = FirstInside(offy, g.SH, g.OH), oh1 = EndInside(offy, g.SH, g.H, g.OH, oh0);
+    for (int64_t kx = 0; kx < g.KW; ++kx) {
+      const float wt = w[ky * g.KW + kx];
+      const int64_t offx = kx * g.DW - g.PL;
+      const int64_t ow0 = FirstInside(offx, g.SW, g.OW), ow1 = EndInside(offx, g.SW, g.W, g.OW, ow0);
+      // IEEE like the column path: an Inf/NaN weight times a padding zero is NaN.
+      if (!std::isfinite(wt)) AddOutside(y, g.OH, g.OW, oh0, oh1, ow0, ow1, wt * 0.0f);
+      if (ow0 == ow1) continue;
+      for (int64_t oh = oh0; oh < oh1; ++oh)
+        AxpyRow(y + oh * g.OW + ow0, x + (oh * g.SH + offy) * g.W + ow0 * g.SW + offx, ow1 - ow0, g.SW, wt);
+    }
+  }
+}
+
+struct DepthwiseJob {
+  const DepthwiseArgs* a;
+  int64_t planes, per_task;
+};
+
+void DepthwiseTask(void* user, size_t task) {
+  const DepthwiseJob& j = *static_cast<const DepthwiseJob*>(user);
+  const int64_t p0 = static_cast<int64_t>(task) * j.per_task, p1 = Min(p0 + j.per_task, j.planes);
+  for (int64_t p = p0; p < p1; ++p) DepthwisePlane(*j.a, p / j.a->g.O, p % j.a->g.O);
+}
+
+// Planes per task: at least ~32K multiply-adds per task, so that the pool's per-task cost stays
+// small next to the work (a 14x14 5x5 plane is only 4.9K).
+constexpr int64_t kDepthwiseTaskMacs = 32 * 1024;
+
+void DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
+  const ConvGeometry& g = a.g;
+  const int64_t P = g.OH * g.OW;
+  if (g.N == 0 || g.O == 0 || P == 0) return;
+  const int64_t KK = g.KH * g.KW;
+  const int64_t T = kDepthwiseTaskMacs;  // (P * KK is only formed when both are < T: no overflow)
+  DepthwiseJob j{&a, g.N * g.O, P >= T || KK >= T || P * KK >= T ? 1 : T / (P * KK)};
+  runner.Run(&DepthwiseTask, static_cast<size_t>((j.planes + j.per_task - 1) / j.per_task), &j);
+}
+
 }  // namespace
 
 #define EDGECONV_STR2(x) #x
 #define EDGECONV_STR(x) EDGECONV_STR2(x)
 extern const KernelTable kTable = {EDGECONV_STR(EDGECONV_KERN_NS), &Conv2d, &NchwToNhwc, &PackedWeightsSize,
-                                   &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats};
+                                   &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats,
+                                   &DepthwiseConv2d};
 
 }  // namespace EDGECONV_KERN_NS
 }  // namespace kern
