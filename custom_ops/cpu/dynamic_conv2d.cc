@@ -39,6 +39,8 @@ void DynamicConv2dKernel::RunDepthwise(Ort::KernelContext& ctx, const kern::Kern
   const int64_t chunk = ChunkSamples(N, per_sample);
   budget.Add(CheckedMul(chunk, per_sample, kOp, "mixed weights"), "mixed weights of a chunk of samples");
   budget.Add(B.present ? chunk * O : 0, "mixed bias");
+  // (KH, KW <= the padded input size <= 2^31: no overflow)
+  budget.Add(2 * k.depthwise_range_ints(geom.KH, geom.KW), "per-tap output ranges");
 
   float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
   FloatBuffer w_mixed(static_cast<size_t>(chunk * per_sample), kOp);
@@ -52,7 +54,7 @@ void DynamicConv2dKernel::RunDepthwise(Ort::KernelContext& ctx, const kern::Kern
     args.g.N = nc;
     args.x = X.data + n0 * geom.C * geom.H * geom.W;
     args.y = y + n0 * O * geom.OH * geom.OW;
-    k.depthwise_conv2d(args, runner);
+    if (k.depthwise_conv2d(args, runner) != 0) Fail(kOp, "out of memory (tap ranges)", ORT_FAIL);
   }
 }
 

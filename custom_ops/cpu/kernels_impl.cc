@@ -27,6 +27,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "kernels.h"
 
@@ -564,15 +565,30 @@ inline int64_t EndInside(int64_t off, int64_t stride, int64_t size, int64_t out,
   return Max(first, Min(out, (size - 1 - off) / stride + 1));
 }
 
+#if EDGECONV_MICROKERNEL
+// Lanes [0, k) set, for 0 < k <= 8.
+inline __m256i TailMask(int64_t k) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
 // y[i] += w * x[i * s] for i < n.
 inline void AxpyRow(float* __restrict y, const float* __restrict x, int64_t n, int64_t s, float w) {
   int64_t i = 0;
 #if EDGECONV_MICROKERNEL
+  // Rows are short (7 to 56 outputs in MobileNet/EfficientNet): the tail of < 8 (stride 2: <= 8)
+  // outputs is one masked vector (masked-out lanes are never read), not a scalar loop.
   const __m256 wv = _mm256_set1_ps(w);
   if (s == 1) {
     for (; i + 8 <= n; i += 8)
       _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  } else if (s == 2) {
+    if (i < n) {
+      const __m256i m = TailMask(n - i);
+      _mm256_maskstore_ps(y + i, m, _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + i, m), _mm256_maskload_ps(y + i, m)));
+    }
+    return;
+  }
+  if (s == 2) {
     // 16 loaded floats hold 8 even ones; the last load ends at x[2i + 15] <= x[2(n-1)] (i + 8 < n):
     // never past the row's last read pixel.
     for (; i + 8 < n; i += 8) {
@@ -581,6 +597,11 @@ inline void AxpyRow(float* __restrict y, const float* __restrict x, int64_t n, i
           _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
       _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, even, _mm256_loadu_ps(y + i)));
     }
+    const __m256i m = TailMask(n - i);  // 1 to 8 lanes
+    const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x + 2 * i,
+                                               _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), _mm256_castsi256_ps(m), 4);
+    _mm256_maskstore_ps(y + i, m, _mm256_fmadd_ps(wv, xv, _mm256_maskload_ps(y + i, m)));
+    return;
   }
 #endif
   for (; i < n; ++i) y[i] += w * x[i * s];
@@ -596,8 +617,18 @@ void AddOutside(float* y, int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, int6
   }
 }
 
+// Output range [first, end) of each kernel row ky (rows[2 ky], rows[2 ky + 1]) and column kx
+// (cols[...]) whose input pixel is inside the image: the same for every plane, computed once per call.
+struct DepthwiseJob {
+  const DepthwiseArgs* a;
+  int64_t planes, per_task;
+  const int64_t* rows;
+  const int64_t* cols;
+};
+
 // Y[n, o] = bias[n, o] + sum over taps of w[n, o, tap] * (input pixel or padding zero).
-void DepthwisePlane(const DepthwiseArgs& a, int64_t n, int64_t o) {
+void DepthwisePlane(const DepthwiseJob& j, int64_t n, int64_t o) {
+  const DepthwiseArgs& a = *j.a;
   const ConvGeometry& g = a.g;
   const int64_t Og = g.O / g.G, KK = g.KH * g.KW;
   const float* x = a.x + (n * g.C + o / Og) * g.H * g.W;
@@ -606,44 +637,54 @@ void DepthwisePlane(const DepthwiseArgs& a, int64_t n, int64_t o) {
   const float b = a.bias != nullptr ? a.bias[n * g.O + o] : 0.0f;
   for (int64_t i = 0; i < g.OH * g.OW; ++i) y[i] = b;
   for (int64_t ky = 0; ky < g.KH; ++ky) {
-    const int64_t offy = ky * g.DH - g.PT;
-    const int64_t oh0 = FirstInside(offy, g.SH, g.OH), oh1 = EndInside(offy, g.SH, g.H, g.OH, oh0);
+    const int64_t offy = ky * g.DH - g.PT, oh0 = j.rows[2 * ky], oh1 = j.rows[2 * ky + 1];
     for (int64_t kx = 0; kx < g.KW; ++kx) {
       const float wt = w[ky * g.KW + kx];
-      const int64_t offx = kx * g.DW - g.PL;
-      const int64_t ow0 = FirstInside(offx, g.SW, g.OW), ow1 = EndInside(offx, g.SW, g.W, g.OW, ow0);
+      const int64_t offx = kx * g.DW - g.PL, ow0 = j.cols[2 * kx], ow1 = j.cols[2 * kx + 1];
       // IEEE like the column path: an Inf/NaN weight times a padding zero is NaN.
       if (!std::isfinite(wt)) AddOutside(y, g.OH, g.OW, oh0, oh1, ow0, ow1, wt * 0.0f);
       if (ow0 == ow1) continue;
-      for (int64_t oh = oh0; oh < oh1; ++oh)
-        AxpyRow(y + oh * g.OW + ow0, x + (oh * g.SH + offy) * g.W + ow0 * g.SW + offx, ow1 - ow0, g.SW, wt);
+      const float* xr = x + (oh0 * g.SH + offy) * g.W + ow0 * g.SW + offx;
+      for (int64_t oh = oh0; oh < oh1; ++oh, xr += g.SH * g.W)
+        AxpyRow(y + oh * g.OW + ow0, xr, ow1 - ow0, g.SW, wt);
     }
   }
 }
 
-struct DepthwiseJob {
-  const DepthwiseArgs* a;
-  int64_t planes, per_task;
-};
-
 void DepthwiseTask(void* user, size_t task) {
   const DepthwiseJob& j = *static_cast<const DepthwiseJob*>(user);
   const int64_t p0 = static_cast<int64_t>(task) * j.per_task, p1 = Min(p0 + j.per_task, j.planes);
-  for (int64_t p = p0; p < p1; ++p) DepthwisePlane(*j.a, p / j.a->g.O, p % j.a->g.O);
+  for (int64_t p = p0; p < p1; ++p) DepthwisePlane(j, p / j.a->g.O, p % j.a->g.O);
 }
 
 // Planes per task: at least ~32K multiply-adds per task, so that the pool's per-task cost stays
 // small next to the work (a 14x14 5x5 plane is only 4.9K).
 constexpr int64_t kDepthwiseTaskMacs = 32 * 1024;
 
-void DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
+int64_t DepthwiseRangeInts(int64_t KH, int64_t KW) { return 2 * (KH + KW); }
+
+int DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
   const ConvGeometry& g = a.g;
-  const int64_t P = g.OH * g.OW;
-  if (g.N == 0 || g.O == 0 || P == 0) return;
-  const int64_t KK = g.KH * g.KW;
+  const int64_t P = g.OH * g.OW, KK = g.KH * g.KW;
+  if (g.N == 0 || g.O == 0 || P == 0) return 0;
+  int64_t* ranges = new (std::nothrow) int64_t[static_cast<size_t>(DepthwiseRangeInts(g.KH, g.KW))];
+  if (ranges == nullptr) return 1;
+  for (int64_t ky = 0; ky < g.KH; ++ky) {
+    const int64_t off = ky * g.DH - g.PT;
+    ranges[2 * ky] = FirstInside(off, g.SH, g.OH);
+    ranges[2 * ky + 1] = EndInside(off, g.SH, g.H, g.OH, ranges[2 * ky]);
+  }
+  int64_t* cols = ranges + 2 * g.KH;
+  for (int64_t kx = 0; kx < g.KW; ++kx) {
+    const int64_t off = kx * g.DW - g.PL;
+    cols[2 * kx] = FirstInside(off, g.SW, g.OW);
+    cols[2 * kx + 1] = EndInside(off, g.SW, g.W, g.OW, cols[2 * kx]);
+  }
   const int64_t T = kDepthwiseTaskMacs;  // (P * KK is only formed when both are < T: no overflow)
-  DepthwiseJob j{&a, g.N * g.O, P >= T || KK >= T || P * KK >= T ? 1 : T / (P * KK)};
+  DepthwiseJob j{&a, g.N * g.O, P >= T || KK >= T || P * KK >= T ? 1 : T / (P * KK), ranges, cols};
   runner.Run(&DepthwiseTask, static_cast<size_t>((j.planes + j.per_task - 1) / j.per_task), &j);
+  delete[] ranges;
+  return 0;
 }
 
 }  // namespace
@@ -652,7 +693,7 @@ void DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
 #define EDGECONV_STR(x) EDGECONV_STR2(x)
 extern const KernelTable kTable = {EDGECONV_STR(EDGECONV_KERN_NS), &Conv2d, &NchwToNhwc, &PackedWeightsSize,
                                    &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats,
-                                   &DepthwiseConv2d};
+                                   &DepthwiseConv2d, &DepthwiseRangeInts};
 
 }  // namespace EDGECONV_KERN_NS
 }  // namespace kern
