@@ -40,7 +40,7 @@ void DynamicConv2dKernel::RunDepthwise(Ort::KernelContext& ctx, const kern::Kern
   budget.Add(CheckedMul(chunk, per_sample, kOp, "mixed weights"), "mixed weights of a chunk of samples");
   budget.Add(B.present ? chunk * O : 0, "mixed bias");
   // (KH, KW <= the padded input size <= 2^31: no overflow)
-  budget.Add(2 * k.depthwise_range_ints(geom.KH, geom.KW), "per-tap output ranges");
+  budget.Add(2 * k.depthwise_range_ints(geom.KH, geom.KW), "per-tap output ranges and lane masks");
 
   float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
   FloatBuffer w_mixed(static_cast<size_t>(chunk * per_sample), kOp);

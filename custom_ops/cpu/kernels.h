@@ -83,9 +83,9 @@ struct KernelTable {
   int64_t (*pack_scratch_floats)(int64_t O, int64_t G, int64_t Cg, int64_t KK);
   // Y = depthwise conv(X, W) (+ bias), C/G == 1 (any O/G): one direct loop per (sample, output
   // channel) plane, the same IEEE semantics as conv2d (an Inf/NaN weight times the padding zeros
-  // gives NaN). Returns nonzero when its table of per-tap output ranges could not be allocated.
+  // gives NaN). Returns nonzero when its per-call tables could not be allocated.
   int (*depthwise_conv2d)(const DepthwiseArgs& args, const Runner& runner);
-  // int64 entries of that table (checked by the caller against its memory limit).
+  // int64 entries of its per-call tables (checked by the caller against its memory limit).
   int64_t (*depthwise_range_ints)(int64_t KH, int64_t KW);
 };
 

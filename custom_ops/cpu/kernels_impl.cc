@@ -624,6 +624,8 @@ struct DepthwiseJob {
   int64_t planes, per_task;
   const int64_t* rows;
   const int64_t* cols;
+  const int32_t* lane_masks;  // AVX2, rows of <= kByRowMaxWidth outputs: [KW][kByRowMaxWidth], -1 where
+                              // output ow reads a pixel (inside cols[kx]), else 0
 };
 
 // Y[n, o] = b + sum over taps of w[tap] * (input pixel or padding zero), tap by tap over the
@@ -646,21 +648,16 @@ void DepthwisePlaneByTap(const DepthwiseJob& j, const float* x, const float* w, 
   }
 }
 
-#if EDGECONV_MICROKERNEL
-// Lanes [lo, hi) set, for 0 <= lo < hi <= 8.
-inline __m256i LaneMask(int64_t lo, int64_t hi) {
-  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), iota),
-                          _mm256_cmpgt_epi32(iota, _mm256_set1_epi32(static_cast<int>(lo) - 1)));
-}
+// Rows of at most this many outputs are accumulated in registers by the AVX2 variant.
+constexpr int64_t kByRowMaxWidth = 32;
 
+#if EDGECONV_MICROKERNEL
 // The same sum with finite weights, for rows of at most kByRowMaxWidth outputs: the tap-by-tap
 // loop reloads each short y row right after storing it (a store-forwarding stall per vector, worse
 // after a masked store; 5x slower than this at 14x14). Here the CN vectors of 8 outputs of a row
 // are accumulated over all taps in registers (CN independent FMA chains) and stored once. Lanes
-// whose pixel is outside the image are masked out of the loads (never read).
-constexpr int64_t kByRowMaxWidth = 32;
-
+// whose pixel is outside the image are masked out of the loads (never read; the masks depend only
+// on kx and the vector, so they are computed once per call and the loop has no bounds branch).
 template <int CN>
 void DepthwiseRow(const DepthwiseJob& j, const float* x, const float* w, float b, float* yr, int64_t oh,
                   __m256i stride_idx) {
@@ -673,20 +670,16 @@ void DepthwiseRow(const DepthwiseJob& j, const float* x, const float* w, float b
     const float* xr = x + (oh * g.SH + ky * g.DH - g.PT) * g.W;
     for (int64_t kx = 0; kx < g.KW; ++kx) {
       const __m256 wv = _mm256_set1_ps(w[ky * g.KW + kx]);
-      const int64_t ow0 = j.cols[2 * kx], ow1 = j.cols[2 * kx + 1];
+      // pixel of lane l of vector q: xr[(8q + l) * SW + kx * DW - PL], read for the mask's lanes
+      const float* p = xr + (kx * g.DW - g.PL);
+      const int32_t* mk = j.lane_masks + kByRowMaxWidth * kx;
 #pragma GCC unroll 4
       for (int q = 0; q < CN; ++q) {
-        const int64_t c = 8 * q, lo = Max(ow0, c) - c, hi = Min(ow1, c + 8) - c;
-        if (lo >= hi) continue;
-        // pixel of lane l: xr[(c + l) * SW + kx * DW - PL], inside the row for lanes [lo, hi)
-        const float* p = xr + (c * g.SW + kx * g.DW - g.PL);
-        __m256 xv;
-        if (g.SW == 1 && lo == 0 && hi == 8)
-          xv = _mm256_loadu_ps(p);
-        else if (g.SW == 1)
-          xv = _mm256_maskload_ps(p, LaneMask(lo, hi));
-        else
-          xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, stride_idx, _mm256_castsi256_ps(LaneMask(lo, hi)), 4);
+        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mk + 8 * q));
+        const float* pq = p + 8 * q * g.SW;
+        const __m256 xv = g.SW == 1 ? _mm256_maskload_ps(pq, m)
+                                    : _mm256_mask_i32gather_ps(_mm256_setzero_ps(), pq, stride_idx,
+                                                               _mm256_castsi256_ps(m), 4);
         acc[q] = _mm256_fmadd_ps(wv, xv, acc[q]);
       }
     }
@@ -743,14 +736,39 @@ void DepthwiseTask(void* user, size_t task) {
 // small next to the work (a 14x14 5x5 plane is only 4.9K).
 constexpr int64_t kDepthwiseTaskMacs = 32 * 1024;
 
-int64_t DepthwiseRangeInts(int64_t KH, int64_t KW) { return 2 * (KH + KW); }
+#if EDGECONV_MICROKERNEL
+constexpr bool kLaneMasks = true;
+#else
+constexpr bool kLaneMasks = false;
+#endif
+
+// Owner of a new[] array, nullptr when empty or out of memory (a local type: no standard-library
+// template instantiated per ISA variant, see kernels.h).
+template <typename T>
+struct Array {
+  T* p;
+  explicit Array(size_t n) : p(n > 0 ? new (std::nothrow) T[n] : nullptr) {}
+  ~Array() { delete[] p; }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+};
+
+// int64 entries of the per-call tables: output ranges of the kernel rows and columns, and the
+// lane masks (int32, [KW][kByRowMaxWidth]) of the AVX2 variant.
+int64_t DepthwiseRangeInts(int64_t KH, int64_t KW) {
+  return 2 * (KH + KW) + (kLaneMasks ? KW * kByRowMaxWidth / 2 : 0);
+}
 
 int DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
   const ConvGeometry& g = a.g;
   const int64_t P = g.OH * g.OW, KK = g.KH * g.KW;
   if (g.N == 0 || g.O == 0 || P == 0) return 0;
-  int64_t* ranges = new (std::nothrow) int64_t[static_cast<size_t>(DepthwiseRangeInts(g.KH, g.KW))];
-  if (ranges == nullptr) return 1;
+  const bool by_row = kLaneMasks && g.OW <= kByRowMaxWidth;
+  const Array<int64_t> range_table(static_cast<size_t>(2 * (g.KH + g.KW)));
+  const Array<int32_t> mask_table(by_row ? static_cast<size_t>(g.KW * kByRowMaxWidth) : 0);
+  int64_t* ranges = range_table.p;
+  int32_t* masks = mask_table.p;
+  if (ranges == nullptr || (by_row && masks == nullptr)) return 1;
   for (int64_t ky = 0; ky < g.KH; ++ky) {
     const int64_t off = ky * g.DH - g.PT;
     ranges[2 * ky] = FirstInside(off, g.SH, g.OH);
@@ -761,11 +779,12 @@ int DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
     const int64_t off = kx * g.DW - g.PL;
     cols[2 * kx] = FirstInside(off, g.SW, g.OW);
     cols[2 * kx + 1] = EndInside(off, g.SW, g.W, g.OW, cols[2 * kx]);
+    for (int64_t ow = 0; by_row && ow < kByRowMaxWidth; ++ow)
+      masks[kByRowMaxWidth * kx + ow] = ow >= cols[2 * kx] && ow < cols[2 * kx + 1] ? -1 : 0;
   }
   const int64_t T = kDepthwiseTaskMacs;  // (P * KK is only formed when both are < T: no overflow)
-  DepthwiseJob j{&a, g.N * g.O, P >= T || KK >= T || P * KK >= T ? 1 : T / (P * KK), ranges, cols};
+  DepthwiseJob j{&a, g.N * g.O, P >= T || KK >= T || P * KK >= T ? 1 : T / (P * KK), ranges, cols, masks};
   runner.Run(&DepthwiseTask, static_cast<size_t>((j.planes + j.per_task - 1) / j.per_task), &j);
-  delete[] ranges;
   return 0;
 }
 
