@@ -649,7 +649,7 @@ void DepthwisePlaneByTap(const DepthwiseJob& j, const float* x, const float* w, 
 }
 
 // Rows of at most this many outputs are accumulated in registers by the AVX2 variant.
-constexpr int64_t kByRowMaxWidth = 32;
+constexpr int64_t kByRowMaxWidth = 64;
 
 #if EDGECONV_MICROKERNEL
 // The same sum with finite weights, for rows of at most kByRowMaxWidth outputs: the tap-by-tap
@@ -663,7 +663,7 @@ void DepthwiseRow(const DepthwiseJob& j, const float* x, const float* w, float b
                   __m256i stride_idx) {
   const ConvGeometry& g = j.a->g;
   __m256 acc[CN];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int q = 0; q < CN; ++q) acc[q] = _mm256_set1_ps(b);
   for (int64_t ky = 0; ky < g.KH; ++ky) {
     if (oh < j.rows[2 * ky] || oh >= j.rows[2 * ky + 1]) continue;
@@ -673,7 +673,7 @@ void DepthwiseRow(const DepthwiseJob& j, const float* x, const float* w, float b
       // pixel of lane l of vector q: xr[(8q + l) * SW + kx * DW - PL], read for the mask's lanes
       const float* p = xr + (kx * g.DW - g.PL);
       const int32_t* mk = j.lane_masks + kByRowMaxWidth * kx;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int q = 0; q < CN; ++q) {
         const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mk + 8 * q));
         const float* pq = p + 8 * q * g.SW;
@@ -684,7 +684,7 @@ void DepthwiseRow(const DepthwiseJob& j, const float* x, const float* w, float b
       }
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int q = 0; q < CN; ++q) {
     if (8 * q + 8 <= g.OW)
       _mm256_storeu_ps(yr + 8 * q, acc[q]);
@@ -703,7 +703,11 @@ void DepthwisePlaneByRow(const DepthwiseJob& j, const float* x, const float* w, 
       case 1: DepthwiseRow<1>(j, x, w, b, yr, oh, stride_idx); break;
       case 2: DepthwiseRow<2>(j, x, w, b, yr, oh, stride_idx); break;
       case 3: DepthwiseRow<3>(j, x, w, b, yr, oh, stride_idx); break;
-      default: DepthwiseRow<4>(j, x, w, b, yr, oh, stride_idx); break;
+      case 4: DepthwiseRow<4>(j, x, w, b, yr, oh, stride_idx); break;
+      case 5: DepthwiseRow<5>(j, x, w, b, yr, oh, stride_idx); break;
+      case 6: DepthwiseRow<6>(j, x, w, b, yr, oh, stride_idx); break;
+      case 7: DepthwiseRow<7>(j, x, w, b, yr, oh, stride_idx); break;
+      default: DepthwiseRow<8>(j, x, w, b, yr, oh, stride_idx); break;
     }
   }
 }

@@ -43,9 +43,10 @@ DEPTHWISE_CASES = [
     (2, 7, 12, 31, 7, 2, 3, 3, (3, 3), (4, 0, 1, 5), (1, 1), 7, True),
     (3, 5, 11, 20, 15, 4, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1), 5, True),   # channel multiplier 3
     (2, 1, 9, 33, 4, 2, 5, 3, (1, 1), (2, 1, 2, 1), (2, 1), 1, False),    # C = 1, group 1
-    # rows wider than 32 outputs (the AVX2 variant's tap-by-tap loop): stride 2 and 3
-    (2, 4, 9, 80, 4, 2, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 4, True),
-    (1, 3, 7, 110, 6, 3, 5, 5, (1, 3), (2, 0, 2, 3), (1, 2), 3, False),
+    # rows wider than 64 outputs (the AVX2 variant's tap-by-tap loop): strides 1, 2 and 3
+    (1, 3, 6, 75, 3, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3, True),
+    (2, 4, 9, 160, 4, 2, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 4, True),
+    (1, 3, 7, 220, 6, 3, 5, 5, (1, 3), (2, 0, 2, 3), (1, 2), 3, False),
 ]
 
 
