@@ -552,8 +552,9 @@ void MixWeights(const float* packed, int64_t K, int64_t size, const float* a, in
 // ---- depthwise convolution (C/G == 1): direct loops on the NCHW planes ----
 //
 // For each tap (ky, kx) the outputs whose input pixel is inside the image form a rectangle
-// [oh0, oh1) x [ow0, ow1), computed once per tap; its rows are updated with y += w * x (stride-1 and
-// stride-2 rows vectorised). The plane (a few KB to a few tens of KB) stays in L1/L2 across the taps.
+// [oh0, oh1) x [ow0, ow1), computed once per call (the same for every plane). Two loops per plane:
+// tap by tap, y += w * x over the rectangle's rows (any variant; the baseline one's only loop), and
+// on AVX2, for rows of <= kByRowMaxWidth outputs, each row accumulated over all taps in registers.
 
 // First i >= 0 with i * stride + off >= 0, at most `out`.
 inline int64_t FirstInside(int64_t off, int64_t stride, int64_t out) {
@@ -576,8 +577,8 @@ inline __m256i TailMask(int64_t k) {
 inline void AxpyRow(float* __restrict y, const float* __restrict x, int64_t n, int64_t s, float w) {
   int64_t i = 0;
 #if EDGECONV_MICROKERNEL
-  // Rows are short (7 to 56 outputs in MobileNet/EfficientNet): the tail of < 8 (stride 2: <= 8)
-  // outputs is one masked vector (masked-out lanes are never read), not a scalar loop.
+  // The tail of < 8 (stride 2: <= 8) outputs is one masked vector (masked-out lanes are never
+  // read), not a scalar loop.
   const __m256 wv = _mm256_set1_ps(w);
   if (s == 1) {
     for (; i + 8 <= n; i += 8)
