@@ -48,6 +48,16 @@ struct ConvArgs {
   float* y;                  // [N, O, OH, OW]
 };
 
+// One depthwise convolution call (C/G == 1: output channel o reads input channel o / (O/G)),
+// computed directly on the NCHW planes: no packing, no column buffer, no scratch.
+struct DepthwiseArgs {
+  ConvGeometry g;
+  const float* x;     // [N, C, H, W]
+  const float* w;     // [N, O, KH*KW]: per-sample weights
+  const float* bias;  // [N, O] or nullptr
+  float* y;           // [N, O, OH, OW]
+};
+
 // Kernel table of one ISA variant.
 struct KernelTable {
   const char* isa;
@@ -71,6 +81,12 @@ struct KernelTable {
   // needs, so that the caller can check them against its scratch limit before running.
   int64_t (*conv_scratch_floats)(const ConvGeometry& g);
   int64_t (*pack_scratch_floats)(int64_t O, int64_t G, int64_t Cg, int64_t KK);
+  // Y = depthwise conv(X, W) (+ bias), C/G == 1 (any O/G): one direct loop per (sample, output
+  // channel) plane, the same IEEE semantics as conv2d (an Inf/NaN weight times the padding zeros
+  // gives NaN). Returns nonzero when its per-call tables could not be allocated.
+  int (*depthwise_conv2d)(const DepthwiseArgs& args, const Runner& runner);
+  // int64 entries of its per-call tables (checked by the caller against its memory limit).
+  int64_t (*depthwise_range_ints)(int64_t KH, int64_t KW);
 };
 
 // Scratch memory owned by the calling thread (grown on demand, 64-byte aligned); nullptr on

@@ -11,6 +11,8 @@
 //     weights: Y[g*Og:(g+1)*Og, tile] = Wpacked[g] (Og x KK*Cg) * col^T, plus the bias (AVX2:
 //     own micro-kernel, K-blocked so that a 16-channel weight panel stays in L1; else Eigen);
 //   * tasks run on onnxruntime's intra-op thread pool; Eigen's own threading is off.
+// Depthwise convolution (one input channel per group) has its own direct loop (DepthwiseConv2d):
+// as a GEMM it would have one output channel per group, 1/16 of the AVX2 micro-kernel's panel.
 #ifndef EDGECONV_KERN_NS
 #error "EDGECONV_KERN_NS must be defined (generic, avx2, ...)"
 #endif
@@ -25,6 +27,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "kernels.h"
 
@@ -546,12 +549,257 @@ void MixWeights(const float* packed, int64_t K, int64_t size, const float* a, in
   runner.Run(&MixTask, static_cast<size_t>(N * j.nchunks), &j);
 }
 
+// ---- depthwise convolution (C/G == 1): direct loops on the NCHW planes ----
+//
+// For each tap (ky, kx) the outputs whose input pixel is inside the image form a rectangle
+// [oh0, oh1) x [ow0, ow1), computed once per call (the same for every plane). Two loops per plane:
+// tap by tap, y += w * x over the rectangle's rows (any variant; the baseline one's only loop), and
+// on AVX2, for rows of <= kByRowMaxWidth outputs, each row accumulated over all taps in registers.
+
+// First i >= 0 with i * stride + off >= 0, at most `out`.
+inline int64_t FirstInside(int64_t off, int64_t stride, int64_t out) {
+  return off >= 0 ? 0 : Min(out, (-off + stride - 1) / stride);
+}
+// One past the last i < out with i * stride + off <= size - 1, at least `first`.
+inline int64_t EndInside(int64_t off, int64_t stride, int64_t size, int64_t out, int64_t first) {
+  if (off > size - 1) return first;
+  return Max(first, Min(out, (size - 1 - off) / stride + 1));
+}
+
+#if EDGECONV_MICROKERNEL
+// Lanes [0, k) set, for 0 < k <= 8.
+inline __m256i TailMask(int64_t k) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
+// y[i] += w * x[i * s] for i < n.
+inline void AxpyRow(float* __restrict y, const float* __restrict x, int64_t n, int64_t s, float w) {
+  int64_t i = 0;
+#if EDGECONV_MICROKERNEL
+  // The tail of < 8 (stride 2: <= 8) outputs is one masked vector (masked-out lanes are never
+  // read), not a scalar loop.
+  const __m256 wv = _mm256_set1_ps(w);
+  if (s == 1) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    if (i < n) {
+      const __m256i m = TailMask(n - i);
+      _mm256_maskstore_ps(y + i, m, _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + i, m), _mm256_maskload_ps(y + i, m)));
+    }
+    return;
+  }
+  if (s == 2) {
+    // 16 loaded floats hold 8 even ones; the last load ends at x[2i + 15] <= x[2(n-1)] (i + 8 < n):
+    // never past the row's last read pixel.
+    for (; i + 8 < n; i += 8) {
+      const __m256 a = _mm256_loadu_ps(x + 2 * i), b = _mm256_loadu_ps(x + 2 * i + 8);
+      const __m256 even = _mm256_castpd_ps(_mm256_permute4x64_pd(
+          _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, even, _mm256_loadu_ps(y + i)));
+    }
+    const __m256i m = TailMask(n - i);  // 1 to 8 lanes
+    const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x + 2 * i,
+                                               _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), _mm256_castsi256_ps(m), 4);
+    _mm256_maskstore_ps(y + i, m, _mm256_fmadd_ps(wv, xv, _mm256_maskload_ps(y + i, m)));
+    return;
+  }
+#endif
+  for (; i < n; ++i) y[i] += w * x[i * s];
+}
+
+// y += v outside the rectangle [oh0, oh1) x [ow0, ow1) of the OH x OW plane.
+void AddOutside(float* y, int64_t OH, int64_t OW, int64_t oh0, int64_t oh1, int64_t ow0, int64_t ow1, float v) {
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    float* row = y + oh * OW;
+    const bool inside = oh >= oh0 && oh < oh1;
+    for (int64_t ow = 0; ow < OW; ++ow)
+      if (!inside || ow < ow0 || ow >= ow1) row[ow] += v;
+  }
+}
+
+// Output range [first, end) of each kernel row ky (rows[2 ky], rows[2 ky + 1]) and column kx
+// (cols[...]) whose input pixel is inside the image: the same for every plane, computed once per call.
+struct DepthwiseJob {
+  const DepthwiseArgs* a;
+  int64_t planes, per_task;
+  const int64_t* rows;
+  const int64_t* cols;
+  const int32_t* lane_masks;  // AVX2, rows of <= kByRowMaxWidth outputs: [KW][kByRowMaxWidth], -1 where
+                              // output ow reads a pixel (inside cols[kx]), else 0
+};
+
+// Y[n, o] = b + sum over taps of w[tap] * (input pixel or padding zero), tap by tap over the
+// plane (y += w * x row by row). Baseline variant, and any variant for non-finite weights.
+void DepthwisePlaneByTap(const DepthwiseJob& j, const float* x, const float* w, float b, float* y) {
+  const ConvGeometry& g = j.a->g;
+  for (int64_t i = 0; i < g.OH * g.OW; ++i) y[i] = b;
+  for (int64_t ky = 0; ky < g.KH; ++ky) {
+    const int64_t offy = ky * g.DH - g.PT, oh0 = j.rows[2 * ky], oh1 = j.rows[2 * ky + 1];
+    for (int64_t kx = 0; kx < g.KW; ++kx) {
+      const float wt = w[ky * g.KW + kx];
+      const int64_t offx = kx * g.DW - g.PL, ow0 = j.cols[2 * kx], ow1 = j.cols[2 * kx + 1];
+      // IEEE like the column path: an Inf/NaN weight times a padding zero is NaN.
+      if (!std::isfinite(wt)) AddOutside(y, g.OH, g.OW, oh0, oh1, ow0, ow1, wt * 0.0f);
+      if (ow0 == ow1) continue;
+      const float* xr = x + (oh0 * g.SH + offy) * g.W + ow0 * g.SW + offx;
+      for (int64_t oh = oh0; oh < oh1; ++oh, xr += g.SH * g.W)
+        AxpyRow(y + oh * g.OW + ow0, xr, ow1 - ow0, g.SW, wt);
+    }
+  }
+}
+
+// Rows of at most this many outputs are accumulated in registers by the AVX2 variant.
+constexpr int64_t kByRowMaxWidth = 64;
+
+#if EDGECONV_MICROKERNEL
+// The same sum with finite weights, for rows of at most kByRowMaxWidth outputs: the tap-by-tap
+// loop reloads each short y row right after storing it (a store-forwarding stall per vector, worse
+// after a masked store; 5x slower than this at 14x14). Here the CN vectors of 8 outputs of a row
+// are accumulated over all taps in registers (CN independent FMA chains) and stored once. Lanes
+// whose pixel is outside the image are masked out of the loads (never read; the masks depend only
+// on kx and the vector, so they are computed once per call and the loop has no bounds branch).
+template <int CN>
+void DepthwiseRow(const DepthwiseJob& j, const float* x, const float* w, float b, float* yr, int64_t oh,
+                  __m256i stride_idx) {
+  const ConvGeometry& g = j.a->g;
+  __m256 acc[CN];
+#pragma GCC unroll 8
+  for (int q = 0; q < CN; ++q) acc[q] = _mm256_set1_ps(b);
+  for (int64_t ky = 0; ky < g.KH; ++ky) {
+    if (oh < j.rows[2 * ky] || oh >= j.rows[2 * ky + 1]) continue;
+    const float* xr = x + (oh * g.SH + ky * g.DH - g.PT) * g.W;
+    for (int64_t kx = 0; kx < g.KW; ++kx) {
+      const __m256 wv = _mm256_set1_ps(w[ky * g.KW + kx]);
+      // pixel of lane l of vector q: xr[(8q + l) * SW + kx * DW - PL], read for the mask's lanes
+      const float* p = xr + (kx * g.DW - g.PL);
+      const int32_t* mk = j.lane_masks + kByRowMaxWidth * kx;
+#pragma GCC unroll 8
+      for (int q = 0; q < CN; ++q) {
+        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mk + 8 * q));
+        const float* pq = p + 8 * q * g.SW;
+        const __m256 xv = g.SW == 1 ? _mm256_maskload_ps(pq, m)
+                                    : _mm256_mask_i32gather_ps(_mm256_setzero_ps(), pq, stride_idx,
+                                                               _mm256_castsi256_ps(m), 4);
+        acc[q] = _mm256_fmadd_ps(wv, xv, acc[q]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < CN; ++q) {
+    if (8 * q + 8 <= g.OW)
+      _mm256_storeu_ps(yr + 8 * q, acc[q]);
+    else
+      _mm256_maskstore_ps(yr + 8 * q, TailMask(g.OW - 8 * q), acc[q]);
+  }
+}
+
+void DepthwisePlaneByRow(const DepthwiseJob& j, const float* x, const float* w, float b, float* y) {
+  const ConvGeometry& g = j.a->g;
+  const __m256i stride_idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                _mm256_set1_epi32(static_cast<int>(g.SW)));  // SW <= 2^24
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    float* yr = y + oh * g.OW;
+    switch ((g.OW + 7) / 8) {
+      case 1: DepthwiseRow<1>(j, x, w, b, yr, oh, stride_idx); break;
+      case 2: DepthwiseRow<2>(j, x, w, b, yr, oh, stride_idx); break;
+      case 3: DepthwiseRow<3>(j, x, w, b, yr, oh, stride_idx); break;
+      case 4: DepthwiseRow<4>(j, x, w, b, yr, oh, stride_idx); break;
+      case 5: DepthwiseRow<5>(j, x, w, b, yr, oh, stride_idx); break;
+      case 6: DepthwiseRow<6>(j, x, w, b, yr, oh, stride_idx); break;
+      case 7: DepthwiseRow<7>(j, x, w, b, yr, oh, stride_idx); break;
+      default: DepthwiseRow<8>(j, x, w, b, yr, oh, stride_idx); break;
+    }
+  }
+}
+#endif
+
+void DepthwiseTask(void* user, size_t task) {
+  const DepthwiseJob& j = *static_cast<const DepthwiseJob*>(user);
+  const ConvGeometry& g = j.a->g;
+  const int64_t Og = g.O / g.G, KK = g.KH * g.KW;
+  const int64_t p0 = static_cast<int64_t>(task) * j.per_task, p1 = Min(p0 + j.per_task, j.planes);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n = p / g.O, o = p % g.O;
+    const float* x = j.a->x + (n * g.C + o / Og) * g.H * g.W;
+    const float* w = j.a->w + p * KK;
+    float* y = j.a->y + p * g.OH * g.OW;
+    const float b = j.a->bias != nullptr ? j.a->bias[p] : 0.0f;
+#if EDGECONV_MICROKERNEL
+    bool finite = true;  // (the tap-by-tap loop implements the padding rule for Inf/NaN weights)
+    for (int64_t k = 0; k < KK; ++k) finite = finite && std::isfinite(w[k]);
+    if (finite && g.OW <= kByRowMaxWidth) {
+      DepthwisePlaneByRow(j, x, w, b, y);
+      continue;
+    }
+#endif
+    DepthwisePlaneByTap(j, x, w, b, y);
+  }
+}
+
+// Planes per task: at least ~32K multiply-adds per task, so that the pool's per-task cost stays
+// small next to the work (a 14x14 5x5 plane is only 4.9K).
+constexpr int64_t kDepthwiseTaskMacs = 32 * 1024;
+
+#if EDGECONV_MICROKERNEL
+constexpr bool kLaneMasks = true;
+#else
+constexpr bool kLaneMasks = false;
+#endif
+
+// Owner of a new[] array, nullptr when empty or out of memory (a local type: no standard-library
+// template instantiated per ISA variant, see kernels.h).
+template <typename T>
+struct Array {
+  T* p;
+  explicit Array(size_t n) : p(n > 0 ? new (std::nothrow) T[n] : nullptr) {}
+  ~Array() { delete[] p; }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+};
+
+// int64 entries of the per-call tables: output ranges of the kernel rows and columns, and the
+// lane masks (int32, [KW][kByRowMaxWidth]) of the AVX2 variant.
+int64_t DepthwiseRangeInts(int64_t KH, int64_t KW) {
+  return 2 * (KH + KW) + (kLaneMasks ? KW * kByRowMaxWidth / 2 : 0);
+}
+
+int DepthwiseConv2d(const DepthwiseArgs& a, const Runner& runner) {
+  const ConvGeometry& g = a.g;
+  const int64_t P = g.OH * g.OW, KK = g.KH * g.KW;
+  if (g.N == 0 || g.O == 0 || P == 0) return 0;
+  const bool by_row = kLaneMasks && g.OW <= kByRowMaxWidth;
+  const Array<int64_t> range_table(static_cast<size_t>(2 * (g.KH + g.KW)));
+  const Array<int32_t> mask_table(by_row ? static_cast<size_t>(g.KW * kByRowMaxWidth) : 0);
+  int64_t* ranges = range_table.p;
+  int32_t* masks = mask_table.p;
+  if (ranges == nullptr || (by_row && masks == nullptr)) return 1;
+  for (int64_t ky = 0; ky < g.KH; ++ky) {
+    const int64_t off = ky * g.DH - g.PT;
+    ranges[2 * ky] = FirstInside(off, g.SH, g.OH);
+    ranges[2 * ky + 1] = EndInside(off, g.SH, g.H, g.OH, ranges[2 * ky]);
+  }
+  int64_t* cols = ranges + 2 * g.KH;
+  for (int64_t kx = 0; kx < g.KW; ++kx) {
+    const int64_t off = kx * g.DW - g.PL;
+    cols[2 * kx] = FirstInside(off, g.SW, g.OW);
+    cols[2 * kx + 1] = EndInside(off, g.SW, g.W, g.OW, cols[2 * kx]);
+    for (int64_t ow = 0; by_row && ow < kByRowMaxWidth; ++ow)
+      masks[kByRowMaxWidth * kx + ow] = ow >= cols[2 * kx] && ow < cols[2 * kx + 1] ? -1 : 0;
+  }
+  const int64_t T = kDepthwiseTaskMacs;  // (P * KK is only formed when both are < T: no overflow)
+  DepthwiseJob j{&a, g.N * g.O, P >= T || KK >= T || P * KK >= T ? 1 : T / (P * KK), ranges, cols, masks};
+  runner.Run(&DepthwiseTask, static_cast<size_t>((j.planes + j.per_task - 1) / j.per_task), &j);
+  return 0;
+}
+
 }  // namespace
 
 #define EDGECONV_STR2(x) #x
 #define EDGECONV_STR(x) EDGECONV_STR2(x)
 extern const KernelTable kTable = {EDGECONV_STR(EDGECONV_KERN_NS), &Conv2d, &NchwToNhwc, &PackedWeightsSize,
-                                   &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats};
+                                   &PackWeights, &MixWeights, &ConvScratchFloats, &PackScratchFloats,
+                                   &DepthwiseConv2d, &DepthwiseRangeInts};
 
 }  // namespace EDGECONV_KERN_NS
 }  // namespace kern

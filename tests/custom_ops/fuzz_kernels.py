@@ -69,16 +69,27 @@ def _rand_attr_value(rng, kind: str):
 def _valid_case(rng, op: str) -> dict:
     r = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     large = rng.random() < 0.1  # past the AVX2 blocking: > 16 output channels, reduction > 256
-    G = r(1, 3)
-    Cg = r(1, 40) if large else r(1, 3)
+    # depthwise DynamicConv2d (C/group == 1: the direct per-plane path) with many groups, up to 5x5
+    # kernels and rows wider than the AVX2 vectors (8 outputs, stride-2 rows read 16 pixels) and
+    # than the register-accumulated rows (64 outputs)
+    depthwise = op == "dynamic" and rng.random() < 0.25
+    G = r(1, 24) if depthwise else r(1, 3)
+    Cg = 1 if depthwise else (r(1, 40) if large else r(1, 3))
     C = G * Cg
-    Og = 0 if rng.random() < 0.03 else (r(1, 40) if large else r(1, 3))
+    if rng.random() < 0.03:
+        Og = 0
+    elif depthwise:
+        Og = 1 if rng.random() < 0.7 else r(2, 3)  # channel multiplier
+    else:
+        Og = r(1, 40) if large else r(1, 3)
     O = G * Og
-    KH, KW = r(1, 4), r(1, 4)
+    kmax = 5 if depthwise else 4
+    KH, KW = r(1, kmax), r(1, kmax)
     sh, sw, dh, dw = r(1, 3), r(1, 3), r(1, 2), r(1, 2)
     pads = [r(0, 2) for _ in range(4)]
-    H = max(1, (KH - 1) * dh + 1 - pads[0] - pads[2]) + r(0, 20 if large else 6)
-    Wd = max(1, (KW - 1) * dw + 1 - pads[1] - pads[3]) + r(0, 20 if large else 6)
+    extra = 20 if large or depthwise else 6
+    H = max(1, (KH - 1) * dh + 1 - pads[0] - pads[2]) + r(0, extra)
+    Wd = max(1, (KW - 1) * dw + 1 - pads[1] - pads[3]) + r(0, 90 if depthwise else extra)  # rows both sides of 64
     N = 0 if rng.random() < 0.05 else r(1, 3)
     OH = (H + pads[0] + pads[2] - (KH - 1) * dh - 1) // sh + 1
     OW = (Wd + pads[1] + pads[3] - (KW - 1) * dw - 1) // sw + 1

@@ -127,18 +127,20 @@ def test_amplification_case_bounded_memory(lib_path):
     assert rss_mb < 600, out.stdout
 
 
+@pytest.mark.parametrize("path", ["gemm", "depthwise"])
 @pytest.mark.parametrize("constant_w", [False, True], ids=["W_input", "W_initializer"])
-def test_dynamic_sample_chunks(lib_path, isa, constant_w):
-    """N = 70 samples whose padded mixed weights (1 MB each on the AVX2 path) span two chunks:
-    every sample gets its own mixture. Reference: the one tap that hits the 1x1 image,
-    Y[n, o, i, j] = sum_e a[n, e] (W[e, o, 0, c-i, c-j] X[n] + B[e, o])."""
+def test_dynamic_sample_chunks(lib_path, isa, constant_w, path):
+    """Samples whose mixed weights span several chunks of 64 MB (GEMM path: 70 samples of 2 MB of
+    panel-padded weights on AVX2; depthwise path, C/group == 1: 600 samples of 128 KB): every
+    sample gets its own mixture. Reference: the one tap that hits the 1x1 image,
+    Y[n, o, i, j] = sum_e a[n, e] (sum_c W[e, o, c, c0-i, c0-j] X[n, c of o's group] + B[e, o])."""
     rng = np.random.default_rng(3)
-    n, k, ks, c = 70, 2, 128, 64
+    (n, group, cg), k, ks, c = {"gemm": (70, 1, 2), "depthwise": (600, 2, 1)}[path], 2, 128, 64
     feeds = {"X": rng.standard_normal((n, 2, 1, 1), dtype=np.float32),
-             "W": rng.standard_normal((k, 2, 1, ks, ks), dtype=np.float32),
+             "W": rng.standard_normal((k, 2, cg, ks, ks), dtype=np.float32),
              "attention": rng.random((n, k), dtype=np.float32),
              "B": rng.standard_normal((k, 2), dtype=np.float32)}
-    model, names = dynamic_model(True, pads=[c] * 4, group=2)
+    model, names = dynamic_model(True, pads=[c] * 4, group=group)
     if constant_w:
         from ec_ortops_util import to_initializers
 
@@ -146,9 +148,10 @@ def test_dynamic_sample_chunks(lib_path, isa, constant_w):
     sess = session(model, lib_path)
     y = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})[0]
     a, w, x = feeds["attention"].astype(np.float64), feeds["W"].astype(np.float64), feeds["X"][:, :, 0, 0]
-    taps = w[:, :, 0, c - np.arange(2)[:, None], c - np.arange(2)[None, :]]  # [K, O, 2, 2]
-    ref = np.einsum("ne,eoij->noij", a, taps) * x[:, :, None, None] + (a @ feeds["B"])[:, :, None, None]
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)  # 2-term float32 sums
+    taps = w[:, :, :, c - np.arange(2)[:, None], c - np.arange(2)[None, :]]  # [K, O, Cg, 2, 2]
+    x_of_o = x.reshape(n, group, 1, cg).repeat(2 // group, axis=2).reshape(n, 2, cg)  # [N, O, Cg]
+    ref = np.einsum("ne,eocij,noc->noij", a, taps, x_of_o) + (a @ feeds["B"])[:, :, None, None]
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)  # sums of <= 4 float32 terms
 
 
 def test_thread_scratch_released(lib_path):
@@ -189,6 +192,14 @@ def test_memory_limit(lib_path):
         assert y.shape == (2, 5, 6, 6)
     err = _error(model, feeds, lib_path, **{"edgeconv.max_memory_bytes": "2000"})  # Y fits, not X
     assert "needs 2592 bytes of memory (output and scratch, with the NHWC copy of input 'X')" in err
+    # depthwise path (C/group == 1: no NHWC copy nor column buffer): Y 1152 + mixed weights 288
+    # bytes, then the per-tap tables (96 bytes of output ranges; AVX2: 768 bytes of lane masks)
+    dw_feeds = {"X": feeds["X"], "W": np.ones((3, 4, 1, 3, 3), np.float32), "attention": feeds["attention"]}
+    dw_model, _ = dynamic_model(False, pads=[1] * 4, group=4)
+    err = _error(dw_model, dw_feeds, lib_path, **{"edgeconv.max_memory_bytes": "1200"})
+    assert "needs 1440 bytes of memory (output and scratch, with the mixed weights of a chunk of samples)" in err
+    y = session(dw_model, lib_path, **{"edgeconv.max_memory_bytes": "2304"}).run(None, dw_feeds)[0]
+    assert y.shape == (2, 4, 6, 6)
     dmodel, _ = deform_model(False, False)
     dfeeds = {"X": np.ones((1, 4, 64, 64), np.float32), "W": np.ones((4, 4, 3, 3), np.float32),
               "offset": np.zeros((1, 18, 62, 62), np.float32)}

@@ -155,3 +155,33 @@ def test_dynamic_inf_input_follows_mixed_weights(lib_path, isa):
                 assert y[1, o, i, j] == np.sign(mixed[o, 0, ky, kx]) * np.inf, (what, o, i, j)
             else:
                 assert np.isfinite(y[1, o, i, j]), (what, o, i, j)
+
+
+def test_dynamic_depthwise_nonfinite(lib_path, isa):
+    """Depthwise path (C/group == 1: a direct loop that only visits the taps inside the image): an
+    Inf/NaN mixed weight still multiplies the padding zeros (NaN where its tap reaches into the
+    padding, +-Inf elsewhere), and Inf/NaN pixels spread as in any IEEE convolution. Reference: the
+    float64 convolution of the zero-padded input (ec_ortops_util.conv2d_ref), same NaN/+-Inf pattern
+    and close finite values."""
+    from ec_ortops_util import check_close, dynamic_conv2d_ref
+
+    rng = np.random.default_rng(7)
+    f = {"X": rng.standard_normal((2, 6, 9, 20)).astype(F32),
+         "W": rng.standard_normal((3, 6, 1, 3, 3)).astype(F32),
+         "attention": rng.random((2, 3)).astype(F32) + F32(0.1),
+         "B": rng.standard_normal((3, 6)).astype(F32)}
+    f["W"][1, 0, 0, 0, 0] = np.inf
+    f["W"][0, 2, 0, 2, 1] = np.nan
+    f["W"][2, 4, 0, 1, 2] = -np.inf
+    f["X"][0, 1, 0, 3] = np.inf
+    f["X"][1, 3, 4, 4] = np.nan
+    f["X"][1, 5, 8, 19] = -np.inf
+    kw = dict(strides=(1, 2), pads=(1, 2, 0, 1), dilations=(1, 1), group=6)
+    model, names = dynamic_model(True, strides=[1, 2], pads=[1, 2, 0, 1], group=6)
+    y = session(model, lib_path).run(None, f)[0]
+    ref = dynamic_conv2d_ref(f["X"], f["W"], f["attention"], f["B"], **kw)
+    assert np.isnan(ref[:, 0]).any() and np.isinf(ref[:, 0]).any()  # the Inf tap hits padding and pixels
+    _assert_same_nonfinite(y, ref, "depthwise kernel")
+    finite = np.isfinite(ref)
+    absref = dynamic_conv2d_ref(np.abs(f["X"]), np.abs(f["W"]), f["attention"], np.abs(f["B"]), **kw)
+    check_close(y[finite], ref[finite], absref[finite])
