@@ -259,7 +259,8 @@ def test_version(capsys):
 
 
 def test_help_imports_no_back_end():
-    """``--help`` must not import torch/TVM/onnxruntime/onnx (torch alone takes seconds). Checked
+    """``--help`` must not import torch/TVM/onnxruntime/onnx (torch alone takes seconds; numpy, which
+    the deploy stage table imports for the target names, takes ~0.1 s and is allowed). Checked
     in sys.modules, which a loaded machine cannot make flaky; the time of import + help inside the
     process (interpreter start excluded) is ~0.05 s here, ~2-6 s with torch: 1 s separates them."""
     code = ("import sys, time, contextlib, io; t0 = time.perf_counter()\n"
@@ -268,7 +269,7 @@ def test_help_imports_no_back_end():
             "    try: main(['--help'])\n"
             "    except SystemExit: pass\n"
             "print(time.perf_counter() - t0)\n"
-            "print(','.join(m for m in ('torch', 'tvm', 'onnxruntime', 'onnx', 'numpy') if m in sys.modules))")
+            "print(','.join(m for m in ('torch', 'tvm', 'onnxruntime', 'onnx') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     seconds, imported = res.stdout.splitlines()
@@ -296,7 +297,6 @@ def test_unknown_op_is_an_input_error_in_run_and_compile(capsys, tmp_path):
 
 
 def test_export_of_an_op_without_rule_is_an_input_error(capsys, tmp_path):
-    exporter_or_skip()
     spec = tmp_path / "m.py"
     spec.write_text("import torch\n"
                     "class M(torch.nn.Module):\n"
@@ -312,7 +312,6 @@ def test_export_of_an_op_without_rule_is_an_input_error(capsys, tmp_path):
 
 @pytest.fixture
 def tiny_onnx(tmp_path, tiny_model_file, capsys):
-    exporter_or_skip()
     path = tmp_path / "tiny.onnx"
     rc, _, err = call(capsys, "export", f"{tiny_model_file}:make", "--input", "1,3,32,32", "-o", path, "-q",
                       "--input-names", "image", "--output-names", "logits")
