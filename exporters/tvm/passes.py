@@ -8,6 +8,8 @@
 3. ``add(conv2d(x, w), bias_const)``         -> one kernel with fused bias
 4. ``conv2d(x, w)``                          -> one kernel
 5. ``matmul(a, b)`` with unit leading dims   -> the pointwise kernel on reshaped views
+6. ``call_tir`` of an imported ``edgeconv.DeformConv2d`` (:mod:`.deform`) -> our deformable
+   columns kernel + the grouped pointwise kernel (bias fused)
 
 for any ``groups`` / stride / dilation / kernel shape in NCHW/OIHW or NCHW[b]c/OIHW[b]i[b]o
 float32 with static shapes, and replaces the match with ``R.call_tir`` of a TensorIR PrimFunc
@@ -40,6 +42,7 @@ from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir
 from .conv import (DEFAULT_OVERRIDES, ConvSpec, PlanOverrides, TargetInfo, schedule_conv2d, schedule_separable,
                    separable_name)
 from .conv_blocked import schedule_blocked
+from .deform import DEFORM_ATTR, DeformSpec, schedule_columns
 from .elementwise import LegalizeVectorMath, ScheduleGenericOps
 from .gemv import is_gemv, lower_gemv
 from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstantDataMovement, ScheduleLayoutTransforms,
@@ -130,6 +133,10 @@ class _Lowering:
         self.gvars: dict = {}
         self.stats: dict[str, int] = {}
         self.specs: dict[tvm.ir.GlobalVar, ConvSpec] = {}
+        # the import's deformable conv placeholders (deform.reference_primfunc) -> their spec
+        self.deform_specs: dict[tvm.ir.GlobalVar, DeformSpec] = {
+            gv: DeformSpec.from_attrs(f.attrs[DEFORM_ATTR]) for gv, f in builder.get().functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and DEFORM_ATTR in f.attrs}
 
     def _kernel(self, key, build, name: str, kind: str) -> tvm.ir.GlobalVar | None:
         """The module's kernel for ``key``, built (``build() -> PrimFunc | None``) on first use."""
@@ -202,6 +209,27 @@ class _Lowering:
         weight = relax.op.reshape(call.args[0], [groups * M, K, 1, 1])
         res = relax.call_tir(self._gvar(spec), [data, weight], relax.TensorType([batch, groups * M, 1, N], "float32"))
         return relax.op.reshape(res, out)
+
+    def lower_deform(self, call: relax.Call):
+        """call_tir of a deformable conv placeholder -> our columns kernel, then the grouped
+        pointwise conv kernel on the columns with the bias in its epilogue."""
+        spec = self.deform_specs.get(call.args[0])
+        if spec is None:
+            return None
+        args = list(call.args[1].fields)
+        x, off = args[0], args[1]
+        mask = args[2] if spec.mask else None
+        w, b = args[2 + spec.mask], args[3 + spec.mask] if spec.bias else None
+        gv = self._kernel(("deform", spec), lambda: schedule_columns(spec, self.tinfo), spec.name(),
+                          "conv:deformable")
+        cols = relax.call_tir(gv, [x, off] + ([mask] if mask is not None else []),
+                              relax.TensorType([spec.N, spec.C, spec.K, spec.L], "float32"))
+        gemm = spec.gemm
+        data = relax.op.reshape(cols, [spec.N, gemm.C, 1, spec.L])
+        weight = relax.op.reshape(w, [spec.O, gemm.Cg, 1, 1])
+        res = relax.call_tir(self._gvar(gemm), [data, weight] + ([b] if b is not None else []),
+                             relax.TensorType([spec.N, spec.O, 1, spec.L], "float32"))
+        return relax.op.reshape(res, [spec.N, spec.O, spec.L])
 
     def separable(self, dw: ConvSpec, pw: ConvSpec) -> tvm.ir.GlobalVar | None:
         """The fused depthwise + pointwise kernel (None if its schedule fails)."""
@@ -384,6 +412,7 @@ class LowerConv2d:
         self.biased_acts = _ActPatterns(self.biased)
         self.plain_acts = _ActPatterns(self.conv)
         self.matmul = is_op("relax.matmul")(wildcard(), wildcard())
+        self.call_tir = is_op("relax.call_tir")(wildcard(), wildcard())
         # call_tir(depthwise) -> reshape -> call_tir(pointwise, flattened) -> reshape
         self.dw_call = is_op("relax.call_tir")(wildcard(), wildcard())
         self.pw_in = is_op("relax.reshape")(self.dw_call, wildcard())
@@ -403,7 +432,7 @@ class LowerConv2d:
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 used.update(relax.analysis.all_global_vars(func))
-        for gv in state.gvars.values():
+        for gv in list(state.gvars.values()) + list(state.deform_specs):
             if gv not in used and gv in mod.get_global_vars():
                 del mod[gv]
         if state.stats:
@@ -424,6 +453,8 @@ class LowerConv2d:
                             _or(orig, state.lower(m[self.conv], m[self.bias])), func)
         func = rewrite_call(self.conv, lambda orig, _m: _or(orig, state.lower(orig)), func)
         func = rewrite_call(self.matmul, lambda orig, _m: _or(orig, state.lower_matmul(orig)), func)
+        if state.deform_specs:
+            func = rewrite_call(self.call_tir, lambda orig, _m: _or(orig, state.lower_deform(orig)), func)
         if self.fuse_separable:
             counts = _use_counts(func)
             func = rewrite_call(self.separable, lambda orig, m: self._fuse(orig, m, state, counts), func)
