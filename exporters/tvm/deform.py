@@ -10,7 +10,7 @@ the attribute ``edgeconv.deform``. ``LowerConv2d`` replaces that call by
    the bilinear sample ``S`` of channel ``c`` following docs/onnx-ops.md "NaN and Inf" exactly
    like custom_ops/cpu/kernels_impl.cc (``SplitPosition`` / ``SampleBilinear``). The corner
    addresses and weights are computed once per (offset group, tap, position) into a small
-   buffer, with address -1 for a corner that is skipped (outside the image, or the tap does
+   buffer, with weight -1 for a corner that is skipped (outside the image, or the tap does
    not sample), and reused for every channel of the offset group; parallel over (sample,
    tile of positions), vectorised over positions.
 2. ``cols`` viewed as ``(N, C*K, 1, L)`` times ``W`` viewed as ``(O, C/g*K, 1, 1)``: the grouped
@@ -111,7 +111,10 @@ def _inputs(spec: DeformSpec):
 
 def _taps(spec: DeformSpec, off):
     """(address, weight) of the 4 corners of every (n, offset group, tap, position): address
-    ``y*W + x`` of a corner inside the image when the tap samples, else -1 (skipped)."""
+    ``y*W + x`` and the bilinear weight (>= 0) of a corner inside the image when the tap samples,
+    else address 0 and weight -1 (skipped). The flag is the weight's sign, not an address -1:
+    TVM simplifies ``x[max(a, 0)]`` under ``Select(a >= 0, ..)`` to ``x[a]``, and a Select
+    evaluates both arms, so the skipped arm would read before the buffer."""
     og, K, L, OW = spec.offset_groups, spec.K, spec.L, spec.conv.OW
     (sh, sw), (pt, pl), (dh, dw) = spec.stride, spec.padding[:2], spec.dilation
     H, W = spec.H, spec.W
@@ -137,7 +140,7 @@ def _taps(spec: DeformSpec, off):
         ly, lx = py - fy, px - fx
         wy = tirx.Select(j // 2 == 1, ly, 1.0 - ly)
         wx = tirx.Select(j % 2 == 1, lx, 1.0 - lx)
-        return tirx.Select(inside, y * W + x, -1), wy * wx
+        return tirx.Select(inside, y * W + x, 0), tirx.Select(inside, wy * wx, tirx.const(-1.0, f32))
 
     shape = (spec.N, og, K, _CORNERS, L)
     addr = te.compute(shape, lambda n, g, k, j, l: corner(n, g, k, j, l)[0], name="ec_deform_addr")
@@ -147,7 +150,8 @@ def _taps(spec: DeformSpec, off):
 
 def _columns(spec: DeformSpec, x, off, mask):
     """cols (N, C, K, L) = m * S: the sum over the corners inside the image, in the C++
-    kernel's order; skipped corners are selected away (never 0 * pixel: the pixel may be Inf)."""
+    kernel's order; skipped corners (weight -1) are selected away (never 0 * pixel: the pixel
+    may be Inf)."""
     addr, weight = _taps(spec, off)
     cog, K = spec.C // spec.offset_groups, spec.K
 
@@ -155,8 +159,8 @@ def _columns(spec: DeformSpec, x, off, mask):
         g = c // cog
         s = None
         for j in range(_CORNERS):
-            a = addr[n, g, k, j, l]
-            term = tirx.Select(a >= 0, weight[n, g, k, j, l] * x[n, c, tirx.max(a, 0)], tirx.const(0.0, "float32"))
+            wt = weight[n, g, k, j, l]
+            term = tirx.Select(wt >= 0.0, wt * x[n, c, addr[n, g, k, j, l]], tirx.const(0.0, "float32"))
             s = term if s is None else s + term
         return s if mask is None else mask[n, g * K + k, l] * s
 
