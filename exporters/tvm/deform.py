@@ -27,7 +27,7 @@ from tvm import s_tir, te, tirx
 
 from .conv import ConvSpec, TargetInfo, scheduled
 
-__all__ = ["DeformSpec", "reference_primfunc", "schedule_columns", "onnx_converters", "DEFORM_ATTR"]
+__all__ = ["DeformSpec", "blocked_ok", "reference_primfunc", "schedule_columns", "onnx_converters", "DEFORM_ATTR"]
 
 DEFORM_ATTR = "edgeconv.deform"  # PrimFunc attribute of the reference placeholder: the spec's fields
 _CORNERS = 4  # (y0, x0), (y0, x1), (y1, x0), (y1, x1): the order of the C++ kernel's sum
@@ -167,6 +167,35 @@ def _columns(spec: DeformSpec, x, off, mask):
     return te.compute((spec.N, spec.C, K, spec.L), sample, name="ec_deform_cols")
 
 
+def blocked_ok(spec: DeformSpec, b: int) -> bool:
+    """Whether the channel-vectorised (blocked) path covers ``spec``: whole ``b``-channel blocks
+    in every group, offset group and output group."""
+    Cg, Cog, Og = spec.C // spec.groups, spec.C // spec.offset_groups, spec.O // spec.groups
+    return b > 1 and Cg % b == 0 and Cog % b == 0 and Og % b == 0
+
+
+def _columns_blocked(spec: DeformSpec, b: int, off, mask):
+    """cols (N, g, K, C/g/b, L, b) == NCHW[b]c columns (N, C*K/b, 1, L, b) with channel order
+    (group, tap, channel): ``b`` channels of one tap share the corner weights and are one vector
+    load from the blocked image xb (N, C/b, 1, H*W, b). Same sum as :func:`_columns`."""
+    xb = te.placeholder((spec.N, spec.C // b, 1, spec.H * spec.W, b), "float32", name="xb")
+    addr, weight = _taps(spec, off)
+    Cg, cog, K = spec.C // spec.groups, spec.C // spec.offset_groups, spec.K
+
+    def sample(n, gi, k, cb, l, i):
+        cblock = gi * (Cg // b) + cb
+        g = cblock * b // cog
+        s = None
+        for j in range(_CORNERS):
+            wt = weight[n, g, k, j, l]
+            term = tirx.Select(wt >= 0.0, wt * xb[n, cblock, 0, addr[n, g, k, j, l], i], tirx.const(0.0, "float32"))
+            s = term if s is None else s + term
+        return s if mask is None else mask[n, g * K + k, l] * s
+
+    shape = (spec.N, spec.groups, K, Cg // b, spec.L, b)
+    return xb, te.compute(shape, sample, name="ec_deform_cols")
+
+
 def reference_primfunc(spec: DeformSpec) -> tirx.PrimFunc:
     """Unscheduled ``Y (N, O, L) = W (O, C/g*K) x cols + B``: the placeholder the import emits."""
     spec.check()
@@ -195,10 +224,40 @@ def _tile(L: int, lanes: int) -> tuple[int, int]:
     return vec, vec  # (unreachable: mult 1 divides)
 
 
-def schedule_columns(spec: DeformSpec, tinfo: TargetInfo) -> tirx.PrimFunc:
-    """The scheduled columns kernel ``(x, offset[, mask]) -> cols (N, C, K, L)``; cached on
-    (spec, target) like the conv kernels."""
-    return _schedule_columns(spec, tinfo)
+def schedule_columns(spec: DeformSpec, tinfo: TargetInfo, blocked: bool = False) -> tirx.PrimFunc:
+    """The scheduled columns kernel ``(x, offset[, mask]) -> cols (N, C, K, L)``, or with
+    ``blocked`` ``(xb, offset[, mask]) -> (N, g, K, C/g/b, L, b)`` (b = the target's lanes, see
+    :func:`blocked_ok`); cached on (spec, target, layout) like the conv kernels."""
+    return _schedule_blocked_columns(spec, tinfo) if blocked else _schedule_columns(spec, tinfo)
+
+
+def _schedule_taps(sch: s_tir.Schedule, vec: int) -> None:
+    for block in ("ec_deform_addr", "ec_deform_weight"):  # small: og*K*4*L per sample
+        n, g, k, j, l = sch.get_loops(sch.get_sblock(block))
+        sch.parallel(sch.fuse(n, g, k))
+        if vec > 1:
+            sch.vectorize(sch.split(l, [None, vec])[1])
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule_blocked_columns(spec: DeformSpec, tinfo: TargetInfo) -> tirx.PrimFunc:
+    spec.check()
+    b = tinfo.lanes
+    _, off, mask = _inputs(spec)
+    xb, cols = _columns_blocked(spec, b, off, mask)
+    args = [xb, off] + ([mask] if mask is not None else []) + [cols]
+    name = spec.name().replace("_cols", f"_cols{b}c")
+    sch = s_tir.Schedule(te.create_prim_func(args).with_attr({"global_symbol": name, "tirx.noalias": True}))
+    tile, vec = _tile(spec.L, tinfo.lanes)
+    _schedule_taps(sch, vec)
+    n, g, k, cb, l, i = sch.get_loops(sch.get_sblock("ec_deform_cols"))
+    lo, li = sch.split(l, [None, tile])
+    # per task: a tile of positions, every channel block: the tile's corner table stays in L1,
+    # each (tap, position) is one broadcast weight x one vector load per corner
+    sch.reorder(n, lo, g, k, cb, li, i)
+    sch.parallel(sch.fuse(n, lo))
+    sch.vectorize(i)
+    return scheduled(sch, name)
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,11 +269,7 @@ def _schedule_columns(spec: DeformSpec, tinfo: TargetInfo) -> tirx.PrimFunc:
     name = spec.name()
     sch = s_tir.Schedule(te.create_prim_func(args).with_attr({"global_symbol": name, "tirx.noalias": True}))
     tile, vec = _tile(spec.L, tinfo.lanes)
-    for block in ("ec_deform_addr", "ec_deform_weight"):  # small: og*K*4*L per sample
-        n, g, k, j, l = sch.get_loops(sch.get_sblock(block))
-        sch.parallel(sch.fuse(n, g, k))
-        if vec > 1:
-            sch.vectorize(sch.split(l, [None, vec])[1])
+    _schedule_taps(sch, vec)
     n, c, k, l = sch.get_loops(sch.get_sblock("ec_deform_cols"))
     lo, li = sch.split(l, [None, tile])
     # per task: one tile of positions, all channels: the tile's corner table stays in L1

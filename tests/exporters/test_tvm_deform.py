@@ -17,7 +17,7 @@ from edgeconv.exporters.tvm.passes import edgeconv_stage1
 
 # the kernel tests' model builders and references (tests/custom_ops is not a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom_ops"))
-from ec_ortops_util import check_close, deform_conv2d_ref, deform_model, out_size  # noqa: E402
+from ec_ortops_util import check_close, deform_conv2d_ref, deform_model, out_size, to_initializers  # noqa: E402
 
 HOST = tvm.target.Target({"kind": "llvm", "mcpu": "core-avx2"})
 
@@ -27,6 +27,12 @@ CASES = [
     (1, 16, 14, 14, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, 1, False, False),  # v1, L=196: 14-wide vectors
     (2, 8, 7, 7, 8, 2, 3, (1, 2), (0, 1, 1, 0), (2, 1), 4, 1, False, True),   # B without mask ("" slot)
     (1, 12, 10, 8, 6, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 3, 4, True, False),  # 3 groups over 4 offset groups
+]
+# constant W (as exported) and whole 16-channel blocks per group / offset group: the blocked,
+# channel-vectorised columns kernel + blocked GEMM (NCHW8c in _kernel_names' AVX2 target)
+BLOCKED_CASES = [
+    (2, 32, 9, 11, 32, 3, 3, (2, 1), (1, 0, 2, 1), (1, 2), 2, 2, True, True),
+    (1, 16, 14, 14, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, 1, False, False),
 ]
 
 
@@ -54,12 +60,16 @@ def _kernel_names(model, shapes) -> tuple[list[str], set[str]]:
     return [gv.name_hint for gv in lowered.get_global_vars()], ops
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
-def test_single_node_matches_numpy(case):
+@pytest.mark.parametrize("case,blocked", [(c, False) for c in CASES] + [(c, True) for c in BLOCKED_CASES],
+                         ids=[f"case{i}" for i in range(len(CASES))] + [f"blocked{i}" for i in range(len(BLOCKED_CASES))])
+def test_single_node_matches_numpy(case, blocked):
     N, C, H, W, O, KH, KW, strides, pads, dil, group, og, mask, bias = case
     f = _feeds(*case)
     model, names = deform_model(mask, bias, strides=list(strides), pads=list(pads), dilations=list(dil),
                                 group=group, offset_group=og)
+    if blocked:
+        consts = [k for k in ("W", "B") if k in names]
+        model, names = to_initializers(model, f, consts), [k for k in names if k not in consts]
     shapes = {k: list(f[k].shape) for k in names}
     y = compile_tvm(model, input_shapes=shapes)(*[f[k] for k in names])[0]
     kw = dict(strides=strides, pads=pads, dilations=dil, group=group, offset_group=og)
@@ -70,7 +80,7 @@ def test_single_node_matches_numpy(case):
                               None if not bias else np.abs(f["B"]), **kw)
     check_close(y, ref, scale)
     funcs, ops = _kernel_names(model, shapes)
-    assert any(n.startswith("ec_deform_cols") for n in funcs), funcs
+    assert any(n.startswith("ec_deform_cols8c_" if blocked else "ec_deform_cols_") for n in funcs), funcs
     assert not ops & {"relax.take", "relax.gather_nd", "relax.gather_elements", "relax.matmul", "relax.where"}, ops
 
 
@@ -115,6 +125,6 @@ def test_graph_conv_offsets_deform_relu_matches_onnxruntime_kernels():
         got = compile_tvm(proto, input_shapes=shapes, pipeline=pipeline)(x.numpy())[0]
         assert np.abs(got - ref).max() < tol, pipeline
     funcs, ops = _kernel_names(proto, shapes)
-    assert any(n.startswith("ec_deform_cols") for n in funcs), funcs
+    assert any(n.startswith("ec_deform_cols8c_") for n in funcs), funcs
     assert not any(n.startswith("ec_deform_n") for n in funcs), "the reference placeholder stays unused"
     assert not ops & {"relax.take", "relax.gather_nd", "relax.matmul"}, ops
