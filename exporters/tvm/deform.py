@@ -120,24 +120,29 @@ def _taps(spec: DeformSpec, off):
     H, W = spec.H, spec.W
     f32, i32 = "float32", "int32"
 
-    def position(n, g, k, l, axis):
+    def position(n, g, k, axis, l):
         # float32(i*stride - pad + k*dil) + d, as the ONNX formula writes it
-        if axis == 0:
-            base = (l // OW) * sh - pt + (k // spec.KW) * dh
-        else:
-            base = (l % OW) * sw - pl + (k % spec.KW) * dw
+        base = tirx.Select(axis == 0, (l // OW) * sh - pt + (k // spec.KW) * dh,
+                           (l % OW) * sw - pl + (k % spec.KW) * dw)
         return base.astype(f32) + off[n, (g * K + k) * 2 + axis, l]
 
+    def start(n, g, k, axis, l):
+        # floor(p) when -1 < p < size (False for NaN, an infinite p fails the bounds), else -2:
+        # then both corners of that axis are outside the image and the tap samples nothing
+        p = position(n, g, k, axis, l)
+        size = tirx.Select(axis == 0, tirx.const(float(H), f32), tirx.const(float(W), f32))
+        return tirx.Select(tirx.all(p > -1.0, p < size), tirx.floor(p), tirx.const(-2.0, f32))
+
+    shape2 = (spec.N, og, K, 2, L)
+    first = te.compute(shape2, start, name="ec_deform_floor")
+    frac = te.compute(shape2, lambda n, g, k, axis, l: position(n, g, k, axis, l) - first[n, g, k, axis, l],
+                      name="ec_deform_frac")
+
     def corner(n, g, k, j, l):
-        py, px = position(n, g, k, l, 0), position(n, g, k, l, 1)
-        # -1 < p < size; False for NaN, an infinite p fails the bounds
-        samples = tirx.all(py > -1.0, py < float(H), px > -1.0, px < float(W))
-        fy = tirx.Select(samples, tirx.floor(py), tirx.const(0.0, f32))
-        fx = tirx.Select(samples, tirx.floor(px), tirx.const(0.0, f32))
-        y = fy.astype(i32) + j // 2
-        x = fx.astype(i32) + j % 2
-        inside = tirx.all(samples, y >= 0, y < H, x >= 0, x < W)
-        ly, lx = py - fy, px - fx
+        y = first[n, g, k, 0, l].astype(i32) + j // 2
+        x = first[n, g, k, 1, l].astype(i32) + j % 2
+        inside = tirx.all(y >= 0, y < H, x >= 0, x < W)
+        ly, lx = frac[n, g, k, 0, l], frac[n, g, k, 1, l]
         wy = tirx.Select(j // 2 == 1, ly, 1.0 - ly)
         wx = tirx.Select(j % 2 == 1, lx, 1.0 - lx)
         return tirx.Select(inside, y * W + x, 0), tirx.Select(inside, wy * wx, tirx.const(-1.0, f32))
@@ -232,8 +237,10 @@ def schedule_columns(spec: DeformSpec, tinfo: TargetInfo, blocked: bool = False)
 
 
 def _schedule_taps(sch: s_tir.Schedule, vec: int) -> None:
-    for block in ("ec_deform_addr", "ec_deform_weight"):  # small: og*K*4*L per sample
-        n, g, k, j, l = sch.get_loops(sch.get_sblock(block))
+    """The per-sample tables (og*K*2*L sample starts, og*K*4*L corners): parallel over
+    (n, offset group, tap), vectorised over positions."""
+    for block in ("ec_deform_floor", "ec_deform_frac", "ec_deform_addr", "ec_deform_weight"):
+        n, g, k, _, l = sch.get_loops(sch.get_sblock(block))
         sch.parallel(sch.fuse(n, g, k))
         if vec > 1:
             sch.vectorize(sch.split(l, [None, vec])[1])
