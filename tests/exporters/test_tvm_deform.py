@@ -99,6 +99,37 @@ def test_nonfinite_semantics_match_the_documented_rule():
         _assert_same_nonfinite(compiled(*[f[k] for k in names])[0], ref, f"compile_tvm seed {seed}")
 
 
+def test_nonfinite_semantics_blocked_kernel():
+    """The same rule through the channel-vectorised (blocked) kernel: 16 channels, constant W and
+    B, special values like test_nonfinite's; reference deform_conv2d_ref (the rule, float64)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom_ops"))
+    from test_nonfinite import _assert_same_nonfinite
+
+    case = (2, 16, 6, 7, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, 1, True, True)
+    f = _feeds(*case, seed=3)
+    f["X"][0, 0, 0, 0] = np.inf         # pixel 0: what a skipped corner must never read
+    f["X"][1, 5, 2, 3] = -np.inf
+    f["offset"][0, 0, 1, 1], f["mask"][0, 0, 1, 1] = 100.0, np.nan   # outside, NaN mask: NaN
+    f["offset"][1, 2, 2, 2], f["mask"][1, 1, 2, 2] = -50.0, np.inf   # outside, Inf mask: NaN
+    f["offset"][0, 4, 3, 4] = np.nan    # non-finite positions: no sample
+    f["offset"][1, 5, 0, 2] = np.inf
+    f["offset"][0, 8, 0, 1] = f["offset"][0, 9, 0, 1] = -1.0  # py = -1 exactly next to pixel 0
+    # output (1, :, 3, 3): every tap outside but the centre, which samples pixel (3, 3) exactly;
+    # its weight-0 corner (3, 4) is an Inf pixel inside the image, so used: 0 * Inf = NaN
+    f["X"][1, 7, 3, 4] = np.inf
+    f["offset"][1, :, 3, 3] = 100.0
+    f["offset"][1, 8, 3, 3] = f["offset"][1, 9, 3, 3] = 0.0
+    model, names = deform_model(True, True, pads=[1, 1, 1, 1])
+    model, names = to_initializers(model, f, ["W", "B"]), ["X", "offset", "mask"]
+    shapes = {k: list(f[k].shape) for k in names}
+    y = compile_tvm(model, input_shapes=shapes)(*[f[k] for k in names])[0]
+    ref = deform_conv2d_ref(f["X"], f["W"], f["offset"], f["mask"], f["B"], pads=(1, 1, 1, 1))
+    assert np.isnan(ref[0, :, 1, 1]).all() and np.isnan(ref[1, :, 2, 2]).all() and np.isnan(ref[1, :, 3, 3]).all()
+    assert np.isfinite(ref).mean() > 0.3
+    _assert_same_nonfinite(y, ref, "compile_tvm blocked")
+    assert any(n.startswith("ec_deform_cols8c_") for n in _kernel_names(model, shapes)[0])
+
+
 def test_graph_conv_offsets_deform_relu_matches_onnxruntime_kernels():
     """conv -> offsets/mask (the layer's own conv) -> DeformConv2d v2 -> relu, exported by us,
     against onnxruntime running our C++ kernel; also under TVM's stock pipeline (the import's
