@@ -16,6 +16,12 @@ the attribute ``edgeconv.deform``. ``LowerConv2d`` replaces that call by
 2. ``cols`` viewed as ``(N, C*K, 1, L)`` times ``W`` viewed as ``(O, C/g*K, 1, 1)``: the grouped
    pointwise conv kernel of :mod:`.conv` (channel index ``c*K + k`` is W's own ``(c, ky, kx)``
    order), bias fused.
+
+When every group, offset group and output group is whole vector blocks and W is constant
+(:func:`blocked_ok`), both run in NCHW[b]c instead: the columns kernel vectorises over the ``b``
+channels of a block (one vector load per corner, the weight broadcast, as the C++ kernel does in
+NHWC), with channel order (group, tap, channel), and the blocked pointwise kernel multiplies
+them by W re-ordered on the host; one layout transform in, one out.
 """
 
 from __future__ import annotations
