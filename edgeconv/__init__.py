@@ -1,20 +1,20 @@
 """edgeconv: every convolution kind of modern CNNs, from a PyTorch layer to a verified, fast
 deployment on edge CPUs (onnxruntime, TVM; x86 and aarch64).
 
-Heavy back ends (the ONNX exporter, TVM) are imported lazily, on first use of their entry points,
-so ``import edgeconv`` stays cheap and works without TVM installed.
+Everything is imported lazily, on first use of its entry point (``edgeconv.functional``, which
+defines the ``torch.ops.edgeconv`` ops, included): ``import edgeconv`` imports neither torch nor
+TVM, so ``edgeconv --help`` is fast and the package works without TVM installed.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from . import functional
-
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
+    "functional": "edgeconv.functional",
     "layers": "edgeconv.layers",
     "analysis": "edgeconv.analysis",
     "models": "edgeconv.models",
@@ -22,6 +22,7 @@ _LAZY = {
     "create_conv2d": "edgeconv.layers",
     "profile": "edgeconv.analysis",
     "export_onnx": "edgeconv.exporters.onnx",
+    "optimize_onnx": "edgeconv.exporters.onnx",
     "ort_session": "edgeconv.exporters.onnx",
     "check_parity": "edgeconv.exporters.onnx",
     "compile_tvm": "edgeconv.exporters.tvm",
@@ -30,7 +31,7 @@ _LAZY = {
     "thirdparty": "edgeconv.thirdparty",
 }
 
-__all__ = ["functional", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -3,22 +3,8 @@
 ``profile(model, input_shape)`` runs one forward pass with hooks and counts, per layer, the
 parameters and multiply-accumulates (MACs) from the layer's kind and its input/output shapes.
 
-MAC conventions (for the whole batch of ``input_shape``; one MAC = one multiply + one add;
-additions of separate branches, activations, softmax/sigmoid and bias adds are not counted):
-
-* conv (any ``nn.Conv2d``, group/depthwise/GDC/dilated, :class:`~edgeconv.layers.TrueConv2d`):
-  ``out_elems * (C / groups) * kh * kw``.
-* ``nn.Linear``: ``out_elems * in_features``.
-* composite layers: the sum of their convolutions (depthwise separable, MixConv, spatially
-  separable with its ``mid_ch`` intermediate, flattened, shuffled group: the shuffle is free).
-* HetConv: the MACs that run in the efficient form, ``B*oh*ow*N*((C/P)*K*K + C)``: the dense
-  masked 1x1 executes ``C`` (not ``C - C/P``) MACs per output (see :mod:`edgeconv.layers.hetconv`).
-* deformable (v1/v2): main conv ``out_elems * (C/g) * kh*kw`` + offset conv (+ mask conv for v2)
-  + bilinear sampling: every sampled value (one per input channel, kernel tap and output
-  position: ``B*C*kh*kw*oh*ow``, shared by all output channels, im2col style) costs 4 MACs (four
-  weighted corner reads); v2 adds 1 MAC per sampled value for the modulation ``* m_k``.
-* dynamic: attention (GAP: 1 MAC per input element, ``fc1``, ``fc2``) + kernel mixing
-  ``K * |W_k|`` (+ ``K * O`` for the bias) per sample + the conv with the mixed kernel.
+MACs and kinds: one definition per kind in :mod:`edgeconv.kinds` (its docstring states the MAC
+conventions); third-party layers are recognised by registering them there.
 
 ``separable_approximation`` gives the best rank-``r`` factorisation of a kernel by SVD
 (Eckart-Young) and its relative Frobenius error.
@@ -26,20 +12,20 @@ additions of separate branches, activations, softmax/sigmoid and bias adds are n
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from . import layers as L
+from .kinds import kind_of, lookup, macs_of
 
 __all__ = [
     "LayerProfile",
     "ProfileResult",
     "profile",
     "count_parameters",
+    "kind_summary",
     "SeparableApproximation",
     "separable_approximation",
 ]
@@ -113,126 +99,24 @@ class ProfileResult:
         return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(total)])
 
 
+def kind_summary(prof: ProfileResult) -> Dict[str, Dict[str, Any]]:
+    """Profile rows aggregated per kind: layers, params, MACs and MAC share (sorted by MACs)."""
+    total = max(1, prof.total_macs)
+    out: Dict[str, Dict[str, Any]] = {}
+    for r in prof.rows:
+        k = out.setdefault(r.kind, {"layers": 0, "params": 0, "macs": 0})
+        k["layers"] += 1
+        k["params"] += r.params
+        k["macs"] += r.macs
+    for v in out.values():
+        v["mac_share"] = v["macs"] / total
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["macs"]))
+
+
 def count_parameters(module: nn.Module) -> int:
     """True parameter count: all parameters, with HetConv's masked 1x1 entries excluded."""
     total = sum(p.numel() for p in module.parameters())
-    for m in module.modules():
-        if isinstance(m, L.HetConv2d):
-            total -= m.weight_1x1.numel() - int(m.mask_1x1.sum().item())
-    return total
-
-
-def _conv_kind(m: nn.Conv2d) -> str:
-    if m.groups > 1 and m.groups == m.in_channels and m.out_channels % m.in_channels == 0:
-        return "depthwise"
-    if m.groups > 1:
-        return "group"
-    if m.kernel_size == (1, 1):
-        return "pointwise"
-    if m.dilation != (1, 1):
-        return "dilated"
-    return "conv"
-
-
-_KIND_NAMES = {
-    L.TrueConv2d: "true",
-    L.GroupConv2d: "group",
-    L.DepthwiseConv2d: "depthwise",
-    L.GlobalDepthwiseConv2d: "gdc",
-    L.ChannelShuffle: "shuffle",
-    L.ShuffledGroupConv2d: "shuffled_group",
-    L.DepthwiseSeparableConv2d: "separable",
-    L.MixConv2d: "mixconv",
-    L.DilatedConv2d: "dilated",
-    L.DeformConv2d: "deform",
-    L.ModulatedDeformConv2d: "deform_v2",
-    L.SpatiallySeparableConv2d: "spatially_separable",
-    L.FlattenedConv2d: "flattened",
-    L.HetConv2d: "hetconv",
-    L.DynamicConv2d: "dynamic",
-}
-_UNIT_TYPES = tuple(_KIND_NAMES) + (nn.Conv2d, nn.Linear)
-
-
-def _kind(m: nn.Module) -> str:
-    name = _KIND_NAMES.get(type(m))
-    if name is not None:
-        return name
-    for cls, kind in _KIND_NAMES.items():  # subclasses of our layers
-        if isinstance(m, cls):
-            return kind
-    if isinstance(m, nn.Conv2d):
-        return _conv_kind(m)
-    return "linear"
-
-
-def _conv_macs(out: torch.Size, in_per_group: int, kernel: Sequence[int]) -> int:
-    return math.prod(out) * in_per_group * math.prod(kernel)
-
-
-def _macs(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
-    """MACs of one call of unit ``m`` on input ``x`` with output ``y``, split by part."""
-    b, c = x.shape[0], x.shape[1]
-    h, w = x.shape[-2], x.shape[-1]
-    out = y.shape
-    spatial = math.prod(out[2:]) if y.dim() == 4 else 1
-    if isinstance(m, L.ChannelShuffle):
-        return {"shuffle": 0}
-    if isinstance(m, L.TrueConv2d):
-        return {"conv": _conv_macs(out, c, m.kernel_size)}
-    if isinstance(m, nn.Conv2d):  # also Group/Depthwise/GDC/Dilated subclasses
-        return {"conv": _conv_macs(out, m.in_channels // m.groups, m.kernel_size)}
-    if isinstance(m, nn.Linear):
-        return {"linear": y.numel() * m.in_features}
-    if isinstance(m, L.ShuffledGroupConv2d):
-        return {"conv": _conv_macs(out, c // m.groups, m.conv.kernel_size), "shuffle": 0}
-    if isinstance(m, L.DepthwiseSeparableConv2d):
-        kk = math.prod(m.depthwise.kernel_size)
-        return {"depthwise": b * spatial * c * kk, "pointwise": b * spatial * c * m.out_ch}
-    if isinstance(m, L.MixConv2d):
-        return {
-            f"depthwise_{k}x{k}": b * spatial * ci * k * k for ci, k in zip(m.splits, m.kernel_sizes)
-        }
-    if isinstance(m, L.SpatiallySeparableConv2d):
-        k, oh = m.kernel_size, out[2]
-        return {
-            "vertical": b * m.mid_ch * oh * w * c * k,  # [B, M, oh, W] x (C * k)
-            "horizontal": math.prod(out) * m.mid_ch * k,
-        }
-    if isinstance(m, L.FlattenedConv2d):
-        k, n = m.kernel_size, m.out_ch
-        return {
-            "lateral": b * n * h * w * c,
-            "vertical": b * n * h * w * k,
-            "horizontal": math.prod(out) * k,
-        }
-    if isinstance(m, L.HetConv2d):
-        k = m.kernel_size
-        return {
-            "kxk_group": _conv_macs(out, c // m.p, (k, k)),
-            "pointwise_masked": _conv_macs(out, c, (1, 1)),
-        }
-    if isinstance(m, (L.DeformConv2d, L.ModulatedDeformConv2d)):
-        kk = math.prod(m.kernel_size)
-        sampled = b * c * kk * spatial
-        parts = {
-            "conv": _conv_macs(out, c // m.groups, m.kernel_size),
-            "offset_conv": b * m.conv_offset.out_channels * spatial * c * kk,
-            "sampling": 4 * sampled,
-        }
-        if m.conv_mask is not None:
-            parts["mask_conv"] = b * m.conv_mask.out_channels * spatial * c * kk
-            parts["modulation"] = sampled
-        return parts
-    if isinstance(m, L.DynamicConv2d):
-        w_k = m.weight[0].numel()
-        return {
-            "attention": b * (c * h * w + m.fc1.in_features * m.fc1.out_features
-                              + m.fc2.in_features * m.fc2.out_features),
-            "kernel_mixing": b * m.num_kernels * (w_k + (m.out_ch if m.bias is not None else 0)),
-            "conv": _conv_macs(out, c // m.groups, m.kernel_size),
-        }
-    raise TypeError(f"no MAC formula for {type(m).__name__}")  # pragma: no cover
+    return total - sum(m.inactive_parameters() for m in module.modules() if hasattr(m, "inactive_parameters"))
 
 
 def profile(
@@ -244,10 +128,11 @@ def profile(
 ) -> ProfileResult:
     """Per-layer parameters, MACs and output shapes of ``model`` on an input of ``input_shape``.
 
-    Profiled units are the outermost modules that are an edgeconv layer, an ``nn.Conv2d`` or an
-    ``nn.Linear`` (children of a unit are not listed separately). One forward pass runs under
+    Profiled units are the outermost modules of a registered kind (:mod:`edgeconv.kinds`: the
+    edgeconv layers, ``nn.Conv2d``, ``nn.Linear``, registered third-party layers; children of a
+    unit are not listed separately). One forward pass runs under
     ``torch.no_grad()`` in eval mode (the training flag is restored) on a random input; every call
-    of a unit gives one row. MAC conventions: see the module docstring.
+    of a unit gives one row. MAC conventions: see :mod:`edgeconv.kinds`.
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) < 2 or min(shape) <= 0:
@@ -258,7 +143,7 @@ def profile(
 
     units: Dict[str, nn.Module] = {}
     for name, m in model.named_modules():
-        if isinstance(m, _UNIT_TYPES) and not any(
+        if lookup(m) is not None and not any(
             name.startswith(u + ".") or u == "" for u in units
         ):
             units[name] = m
@@ -268,11 +153,11 @@ def profile(
 
     def make_hook(name: str):
         def hook(mod: nn.Module, args: Tuple[Any, ...], output: torch.Tensor) -> None:
-            parts = _macs(mod, args[0], output)
+            parts = macs_of(mod, args, output)
             rows.append(
                 LayerProfile(
                     name=name,
-                    kind=_kind(mod),
+                    kind=kind_of(mod),
                     params=count_parameters(mod),
                     macs=int(sum(parts.values())),
                     output_shape=tuple(output.shape),

@@ -1,4 +1,4 @@
-"""``edgeconv`` command line: layers, models, profile, export, run, compile, bench, deploy.
+"""``edgeconv`` command line: layers, models, profile, export, optimize, run, compile, bench, deploy.
 
 Why argparse: it is in the standard library, so the console script adds no dependency (click or
 typer would be one more pinned package in every deployment image for what is a dozen options);
@@ -13,15 +13,19 @@ Exit codes (all commands):
   backend failed, an export/compile error (one line ``edgeconv: error: <Type>: ...``);
 * ``2`` usage error, one line ``edgeconv: error: ...`` on stderr and no traceback (``--debug``
   shows it): unknown command/option, unknown model, bad target, unreadable file, malformed
-  ``--input`` shape.
+  ``--input`` shape, an input array of the wrong dtype/shape, an operator the back end cannot
+  import or export (``run``, ``compile``, ``export`` alike).
 
-The back ends (onnx, onnxruntime, TVM, matplotlib) are imported inside the commands that use
-them, so a missing optional one (TVM) only affects those commands.
+The back ends (torch, onnx, onnxruntime, TVM, matplotlib) are imported inside the commands that
+use them, so ``edgeconv --help`` stays fast and a missing optional one (TVM) only affects those
+commands. Their known-harmless warnings are filtered at edgeconv's API boundary; ``--verbose``
+shows them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -30,108 +34,29 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edgeconv.cli_common import (  # shared with edgeconv.bench
+    PROG, TARGETS, CLIError, parse_rpc, parse_shape,
+    Parser as _Parser, console as _console, fmt_count as _fmt_int,
+    non_negative_int as _non_negative_int, positive_float as _positive_float, positive_int as _positive_int,
+    print_table as _print_table, rpc_arg as _rpc_arg, shape_arg as _shape_arg,
+)
+from edgeconv.bench.__main__ import BENCHMARKS
+from edgeconv.deploy.stages import DEPLOY_TARGETS
+from edgeconv import __version__
+from edgeconv._quiet import VERBOSE_ENV
+
 __all__ = ["main", "build_parser", "CLIError", "parse_shape", "resolve_model", "TARGETS"]
-
-PROG = "edgeconv"
-TARGETS = ("x86", "x86-avx2", "x86-avx512", "arm64", "arm64-dotprod")
-DEPLOY_TARGETS = ("ort", "tvm-x86", "tvm-arm64", "ort-arm64")
-
 
 DEPLOY_EXIT_RULE = """\
 exit codes:
   0  every stage passed or was legitimately skipped. Legitimate skips: an optional dependency of a
      target that came from the default target list is missing (TVM not installed -> tvm-*, kernel
-     library not built -> ort); the emulated arm64 run when edgeconv.arm or its tools (cross
-     toolchain, qemu-user) are unavailable. Targets named with --targets must run: the same
-     conditions are then failures.
+     library not built -> ort); the emulated arm64 runs when their tools (cross toolchain,
+     qemu-user) are unavailable. Targets named with --targets must run: the same conditions
+     (but the emulator's) are then failures.
   1  a stage failed: an error, or parity above --tol (max|y - y_torch| / max|y_torch|).
   2  usage error (unknown model, malformed --input, bad target, unreadable file).
 """
-
-
-class CLIError(Exception):
-    """A user error: printed as ``edgeconv: error: <message>``, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line ``edgeconv: error: ...`` with exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        hint = f" (see '{self.prog} --help')"
-        sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
-        sys.exit(2)
-
-
-# ------------------------------------------------------------------------------------------
-# argument helpers
-# ------------------------------------------------------------------------------------------
-
-
-def parse_shape(text: str) -> Tuple[int, ...]:
-    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; 4 positive ints (NCHW)."""
-    raw = str(text).strip().replace("x", ",").replace("X", ",")
-    parts = [p.strip() for p in raw.split(",")]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224") from None
-    if len(shape) != 4 or min(shape) <= 0:
-        raise CLIError(f"malformed input shape {text!r}: expected 4 comma-separated positive ints like 1,3,224,224 (NCHW)")
-    return shape
-
-
-def _shape_arg(text: str) -> Tuple[int, ...]:
-    try:
-        return parse_shape(text)
-    except CLIError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str):
-    """An argparse ``type``: ``convert`` the text, then require ``accept(value)``."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _checked(int, lambda v: v > 0, "a positive int")
-_positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")  # NaN fails
-_non_negative_int = _checked(int, lambda v: v >= 0, "an int >= 0")
-
-
-def parse_rpc(text: str) -> Dict[str, Any]:
-    """``HOST:PORT`` (RPC server) or ``HOST:PORT/KEY`` (RPC tracker + device key)."""
-    key = None
-    spec = text
-    if "/" in spec:
-        spec, key = spec.split("/", 1)
-        if not key:
-            raise CLIError(f"malformed --rpc {text!r}: empty tracker key after '/'")
-    host, sep, port = spec.rpartition(":")
-    if not sep or not host:
-        raise CLIError(f"malformed --rpc {text!r}: expected HOST:PORT or HOST:PORT/KEY")
-    try:
-        port_num = int(port)
-    except ValueError:
-        raise CLIError(f"malformed --rpc {text!r}: port {port!r} is not an int") from None
-    if not 0 < port_num < 65536:
-        raise CLIError(f"malformed --rpc {text!r}: port out of range")
-    return {"host": host, "port": port_num, "key": key}
-
-
-def _rpc_arg(text: str) -> Dict[str, Any]:
-    try:
-        return parse_rpc(text)
-    except CLIError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _writable_dir(path, what: str = "output directory") -> Path:
@@ -229,88 +154,54 @@ def resolve_model(
 
 
 # ------------------------------------------------------------------------------------------
-# output helpers
-# ------------------------------------------------------------------------------------------
-
-
-def _console(quiet: bool = False, stderr: bool = False):
-    """A rich console; when not writing to a terminal, wide enough that tables do not wrap."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 220
-    return Console(quiet=quiet, highlight=False, soft_wrap=True, width=width, stderr=stderr)
-
-
-def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="right" if i in right else "left", overflow="fold")
-    for r in rows:
-        table.add_row(*[str(c) for c in r])
-    _console().print(table)
-
-
-def _fmt_int(n: float) -> str:
-    n = float(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{int(n)}"
-
-
-# ------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------
-
-# kind -> (constructor kwargs builder, claim, expected params ratio vs standard conv)
-LAYER_SHAPE = (1, 64, 56, 56)
-
 
 def layer_comparison(c: int = 64, n: int = 64, hw: int = 56, k: int = 3) -> List[Dict[str, Any]]:
     """Every conv kind on ``1 x c x hw x hw -> n`` (k x k where applicable) vs a standard conv.
 
-    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves; ``expected``
-    is the seed article's formula for the parameter ratio, to compare with the measured one.
+    Numbers come from :func:`edgeconv.analysis.profile` of the layers themselves and the kind
+    from :mod:`edgeconv.kinds`; ``expected`` is the seed article's formula for the parameter
+    ratio, to compare with the measured one.
     """
     import torch
     from torch import nn
 
     from edgeconv import layers as L
     from edgeconv.analysis import profile
+    from edgeconv.kinds import kind_of
 
     g, p, kd = 4, 4, 4
     rows_spec = [
-        ("conv (reference)", lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
-        ("true", lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
-        ("group", lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
-        ("depthwise", lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
-        ("gdc", lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
-        ("shuffled_group", lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
-        ("separable", lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
+        (lambda: nn.Conv2d(c, n, k, padding=k // 2), "N*C*K*K", 1.0),
+        (lambda: L.TrueConv2d(c, n, k, padding=k // 2), "same as conv, flipped kernel", 1.0),
+        (lambda: L.GroupConv2d(c, n, k, g), f"1/G (G={g})", 1 / g),
+        (lambda: L.DepthwiseConv2d(c, k), "1/N (G=C=N)", 1 / n),
+        (lambda: L.GlobalDepthwiseConv2d(c, hw), "C*H*W, output 1x1", (c * hw * hw) / (n * c * k * k)),
+        (lambda: L.ShuffledGroupConv2d(c, n, k, g), f"1/G (G={g}), shuffle free", 1 / g),
+        (lambda: L.DepthwiseSeparableConv2d(c, n, k), "(C*K*K + C*N)/(N*C*K*K) = 1/N + 1/K^2",
          1 / n + 1 / (k * k)),
-        ("mixconv", lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
+        (lambda: L.MixConv2d(c, (3, 5, 7)), "depthwise, sum_i C_i*K_i^2 (kernels 3/5/7)",
          sum(ci * ki * ki for ci, ki in zip(L.split_channels(c, 3), (3, 5, 7))) / (n * c * k * k)),
-        ("dilated", lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
-        ("deform", lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
+        (lambda: L.DilatedConv2d(c, n, k, dilation=2), "same params, RF 5x5 (d=2)", 1.0),
+        (lambda: L.DeformConv2d(c, n, k), "conv + offset conv (2*K*K outputs)",
          1 + (2 * k * k) / n),
-        ("deform_v2", lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
+        (lambda: L.ModulatedDeformConv2d(c, n, k), "conv + offset + mask convs (3*K*K)",
          1 + (3 * k * k) / n),
-        ("spatially_separable", lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
+        (lambda: L.SpatiallySeparableConv2d(c, n, k), "2K vs K^2: 6 vs 9 multiplies (K=3)",
          2 / k),
-        ("flattened", lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
-        ("hetconv", lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
-        ("dynamic", lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
+        (lambda: L.FlattenedConv2d(c, n, k), "(C*N + 2*N*K)/(N*C*K*K)", (c + 2 * k) / (c * k * k)),
+        (lambda: L.HetConv2d(c, n, k, p=p), f"1/P + (1 - 1/P)/K^2 (P={p})", 1 / p + (1 - 1 / p) / (k * k)),
+        (lambda: L.DynamicConv2d(c, n, k, num_kernels=kd),
          f"{kd}x kernels + attention; MACs +attention +mixing (paper: ~+4% FLOPs on MobileNet)", float(kd)),
     ]
     shape = (1, c, hw, hw)
     out: List[Dict[str, Any]] = []
     base_params = base_macs = base_weights = None
-    for kind, build, claim, expected in rows_spec:
+    for build, claim, expected in rows_spec:
         torch.manual_seed(0)
         layer = build()
+        kind = "conv (reference)" if base_params is None else kind_of(layer)
         prof = profile(layer, shape)
         params, macs = prof.total_params, prof.total_macs
         bias = sum(p.numel() for name, p in layer.named_parameters() if name.rsplit(".", 1)[-1] == "bias")
@@ -397,7 +288,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     rows.append(("TOTAL", "", f"{prof.total_params:,}", f"{prof.total_macs:,}", ""))
     _print_table(f"{name} on {'x'.join(map(str, shape))}", ("layer", "kind", "params", "MACs", "output"), rows,
                  right=(2, 3))
-    from edgeconv.deploy import kind_summary
+    from edgeconv.analysis import kind_summary
 
     krows = [
         (k, v["layers"], f"{v['params']:,}", f"{v['macs']:,}", f"{100 * v['mac_share']:.1f}%")
@@ -431,10 +322,79 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _writable_dir(out.parent if str(out.parent) else ".")
     model, shape, name = resolve_model(args.model, args.input)
-    with _status(args, f"exporting {name} ({'x'.join(map(str, shape))}) to {out}"):
-        export_model(model, shape, out, opset=args.opset, deform=args.deform, fallback=args.fallback)
+    from edgeconv.exporters.onnx import ExportError
+
+    names = {k: v for k, v in (("input_names", args.input_names), ("output_names", args.output_names)) if v}
+    try:
+        with _status(args, f"exporting {name} ({'x'.join(map(str, shape))}) to {out}"):
+            export_model(model, shape, out, opset=args.opset, deform=args.deform, fallback=args.fallback, **names)
+    except ExportError as exc:
+        if exc.op is None and exc.option is None:
+            raise  # a failure of the export itself: exit 1
+        raise CLIError(_first_line(exc)) from exc  # a bad option, or the model uses an op we cannot export
     _console().print(f"wrote {out}")
     return 0
+
+
+def _optimized(path: Path, quiet: bool = False):
+    """``path`` as a ``ModelProto`` with its DeformConv / mmcv deformable nodes rewritten by
+    :func:`edgeconv.optimize_onnx` (one note per node on stderr), or ``None`` if it has none.
+    A node that cannot be mapped is a usage error (exit 2)."""
+    import onnx
+
+    from edgeconv.exporters.onnx import OptimizeError, optimize_onnx, rewritable_nodes
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise CLIError(f"cannot read ONNX model {str(path)!r}: {exc}") from exc
+    if not rewritable_nodes(model):
+        return None
+    rewrites: List[Any] = []
+    try:
+        model = optimize_onnx(model, report=rewrites)
+    except OptimizeError as exc:
+        raise CLIError(f"cannot optimize {str(path)!r}: {exc}") from exc
+    if not quiet:
+        con = _console(stderr=True)
+        for r in rewrites:
+            con.print(f"optimize: {r}")
+    return model
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from edgeconv.exporters.onnx import OptimizeError, optimize_onnx
+
+    path = _readable_file(args.model, "ONNX model")
+    out = Path(args.output)
+    _writable_dir(out.parent if str(out.parent) else ".")
+    rewrites: List[Any] = []
+    try:
+        model = optimize_onnx(str(path), out, fallback=args.fallback, report=rewrites)
+    except OptimizeError as exc:
+        raise CLIError(str(exc)) from exc
+    con = _console()
+    for r in rewrites:
+        con.print(f"rewrote {r}")
+    others = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx", "edgeconv")})
+    if others:
+        con.print(f"left as is (custom ops of other libraries): {', '.join(others)}")
+    if not rewrites:
+        con.print(f"{path}: no DeformConv / MMCVDeformConv2d / MMCVModulatedDeformConv2d node to rewrite")
+    con.print(f"wrote {out} ({len(rewrites)} node{'s' if len(rewrites) != 1 else ''} rewritten)")
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _names_arg(text: str) -> List[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-empty names, got {text!r}")
+    return names
 
 
 def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
@@ -458,15 +418,31 @@ def _load_onnx_inputs(path: Path, arrays: Optional[List[str]], seed: int = 0):
                 feeds[vi.name] = np.load(p, allow_pickle=False)
             except Exception as exc:
                 raise CLIError(f"cannot read input array {a!r}: {exc}") from exc
+            _check_input_array(vi, feeds[vi.name], a)
         return model, feeds
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in graph_inputs:
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        feeds[vi.name] = rng.standard_normal(dims).astype(dtype)
-    return model, feeds
+    from edgeconv.deploy import onnx_inputs
+
+    return model, onnx_inputs(path, None, seed)
+
+
+def _check_input_array(vi, array, file: str) -> None:
+    """``CLIError`` naming the file and the graph input when ``array`` has another dtype, rank or
+    static dim than the ONNX graph input ``vi`` declares (onnxruntime's own message names neither)."""
+    import numpy as np
+    import onnx
+
+    tt = vi.type.tensor_type
+    want = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    if array.dtype != want:
+        raise CLIError(f"input array {file!r} has dtype {array.dtype}, the model's input {vi.name!r} takes {want} "
+                       f"(convert it with numpy: np.save(path, a.astype(np.{want.name})))")
+    if not tt.HasField("shape"):
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    shown = "x".join("?" if d is None else str(d) for d in dims)
+    if array.ndim != len(dims) or any(d is not None and d != n for d, n in zip(dims, array.shape)):
+        raise CLIError(f"input array {file!r} has shape {'x'.join(map(str, array.shape))}, the model's input "
+                       f"{vi.name!r} takes {shown} (? = any size)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -484,8 +460,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             _console(stderr=True).print("warning: the edgeconv kernel library is not built; edgeconv ops run "
                                         "their fallback functions")
             use_library = False
+    model = _optimized(path, args.quiet)
     try:
-        sess = make_ort_session(path, use_library=use_library, threads=args.threads)
+        sess = make_ort_session(path if model is None else model, use_library=use_library, threads=args.threads)
     except Exception as exc:
         raise CLIError(f"onnxruntime cannot load {str(path)!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from exc
     outputs = sess.run(None, feeds)
@@ -503,7 +480,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.repeat:
         stats = time_callable(lambda: sess.run(None, feeds), repeats=args.repeat, warmup=2)
         con.print(f"latency: median {stats['median_ms']:.3f} ms over {args.repeat} runs "
-                  f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}), threads={args.threads}, "
+                  f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}), "
+                  f"threads={args.threads or 'onnxruntime default'}, "
                   f"custom ops={'off' if args.no_custom_ops else 'on'}")
     return 0
 
@@ -524,14 +502,34 @@ def cmd_compile(args: argparse.Namespace) -> int:
         first = next(iter(feeds))
         shapes = {first: list(args.input)}
         feeds[first] = np.random.default_rng(0).standard_normal(args.input).astype(feeds[first].dtype)
-    with _status(args, f"compiling {path} for {args.target}" + (f" (tuning {args.tune} trials)" if args.tune else "")):
-        compile_tvm(str(path), target=args.target, output=args.output, tune_trials=args.tune, input_shapes=shapes)
+    import tvm.error
+
+    work_dir = None
+    if args.tune:
+        if args.rpc and not args.rpc.get("key"):
+            raise CLIError("--tune with --rpc measures through an RPC tracker: use --rpc HOST:PORT/KEY")
+        if args.target.startswith("arm64") and not args.rpc:
+            raise CLIError(f"--tune for --target {args.target} measures on a board: add --rpc HOST:PORT/KEY")
+        work_dir = _writable_dir(args.work_dir or f"{Path(args.output).with_suffix('')}-tuning", "--work-dir")
+    model = _optimized(path, args.quiet)
+    try:
+        with _tuning_progress(args) as on_trial:
+            cm = compile_tvm(str(path) if model is None else model, target=args.target, output=args.output, tune_trials=args.tune,
+                             input_shapes=shapes, work_dir=work_dir and str(work_dir),
+                             rpc=args.rpc if args.tune else None, on_trial=on_trial)
+    except tvm.error.OpNotImplemented as exc:  # an op TVM's ONNX frontend cannot import: input error, as in `run`
+        raise CLIError(f"TVM cannot import {str(path)!r}: {_first_line(exc)}") from exc
     con = _console()
     con.print(f"wrote {args.output}")
+    if cm.tuning is not None:
+        t = cm.tuning
+        faster = ", ".join(f"{name} {x:.2f}x" for name, x in t.applied.items()) or "none"
+        con.print(f"tuning: {t.trials} trials, {t.valid} valid measured, on {len(t.tasks)} kernels; faster than "
+                  f"untuned and applied: {faster}; database and logs: {t.work_dir} (logs in {t.log_dir})")
     if args.rpc:
         import numpy as np
 
-        from edgeconv.deploy import run_rpc
+        from edgeconv.exporters.tvm.rpc import run_rpc
 
         res = run_rpc(args.output, args.rpc, list(feeds.values()), repeats=args.repeat or 10)
         out = res["outputs"]
@@ -548,8 +546,6 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
             sys.stdout.write(args.bench_help())
             return 0
         raise CLIError("bench needs a benchmark name: kernels, tvm, model or models")
-    from edgeconv.bench.__main__ import BENCHMARKS
-
     module_name = BENCHMARKS[which]
     try:
         module = importlib.import_module(module_name)
@@ -559,11 +555,7 @@ def cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
     argv = list(rest)
     if args.rpc_raw:
         parse_rpc(args.rpc_raw)  # validate early: exit 2 on a malformed address
-        try:
-            supports_rpc = '"--rpc"' in inspect.getsource(module)
-        except (OSError, TypeError):
-            supports_rpc = False
-        if not supports_rpc:
+        if not getattr(module, "SUPPORTS_RPC", False):
             raise CLIError(f"'edgeconv bench {which}' does not support --rpc; use 'edgeconv bench model --rpc' "
                            "or 'edgeconv deploy --rpc'")
         argv += ["--rpc", args.rpc_raw]
@@ -583,11 +575,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if bad or not targets:
             raise CLIError(f"bad --targets {args.targets!r}: expected a comma-separated subset of {','.join(DEPLOY_TARGETS)}")
     _writable_dir(args.output)
-    model, shape, name = resolve_model(args.model, args.input)
+    onnx_model = None
+    if args.model.endswith(".onnx"):  # an existing ONNX file: optimize_onnx, then every backend
+        onnx_model = _readable_file(args.model, "ONNX model")
+        _optimized(onnx_model, quiet=True)  # a node optimize cannot map: usage error before the pipeline
+        model, name = None, onnx_model.name
+        shape = tuple(next(iter(_load_onnx_inputs(onnx_model, None)[1].values())).shape) if args.input is None \
+            else tuple(args.input)
+    else:
+        model, shape, name = resolve_model(args.model, args.input)
     cfg = DeployConfig(
         model=model,
         model_name=name,
         input_shape=shape,
+        onnx_model=onnx_model,
         outdir=Path(args.output),
         targets=targets,
         repeats=args.repeats,
@@ -604,6 +605,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     con.print(result.summary_text())
     con.print(f"report: {cfg.outdir / 'report.md'}")
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _tuning_progress(args: argparse.Namespace):
+    """One progress bar over the MetaSchedule trials (``on_trial(done, total)``), else the spinner."""
+    if not args.tune or args.quiet:
+        with _status(args, f"compiling {args.model} for {args.target}"):
+            yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"tuning {args.model} for {args.target}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=args.tune)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 class _NullStatus:
@@ -631,9 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress output")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show the back ends' own warnings and logs (TVM, torch.onnx), filtered by default")
 
     parser = _Parser(prog=PROG, description="Every convolution kind, from a PyTorch layer to a verified edge deployment.",
                      parents=[common])
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -669,7 +688,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deformable conv as standard ONNX DeformConv, edgeconv custom op, or auto")
     p.add_argument("--fallback", choices=("standard", "decomposed"), default="standard",
                    help="model-local function attached to custom ops for runtimes without our library")
+    p.add_argument("--input-names", type=_names_arg, default=None, metavar="A[,B...]",
+                   help="graph input names, in forward() order (default: the forward() parameter names)")
+    p.add_argument("--output-names", type=_names_arg, default=None, metavar="Y[,Z...]",
+                   help="graph output names, in output order (default: torch's node names)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("optimize", parents=[common],
+                       help="rewrite an ONNX file's DeformConv / mmcv deformable convs to edgeconv ops")
+    p.add_argument("model", help="path to a .onnx file")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--fallback", choices=("auto", "standard", "decomposed"), default="auto",
+                   help="fallback function body: one ONNX DeformConv (opset >= 19), opset-13 operators, or auto "
+                        "(standard from opset 19, else decomposed)")
+    p.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("run", parents=[common], help="run an ONNX model in onnxruntime (with edgeconv kernels)")
     p.add_argument("model", help="path to a .onnx file")
@@ -687,9 +719,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_shape_arg, default=None,
                    help="shape N,C,H,W of the first input: fixes symbolic dims (a dynamic batch), which "
                         "edgeconv's kernels need (else TVM's generic conv, with a warning)")
-    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials (default 0)")
+    p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N",
+                   help="at most N MetaSchedule trials, shared by the kernels left to generic schedules; a tuned "
+                        "schedule is kept only where it measured faster (default 0)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="--tune: MetaSchedule's database (reused across runs) and logs (default: OUTPUT without "
+                        ".so + '-tuning')")
     p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
-                   help="also run the compiled module on an RPC server (or tracker/key)")
+                   help="with --tune: measure the trials on the boards of an RPC tracker (HOST:PORT/KEY); "
+                        "without: run the compiled module on an RPC server (or tracker/key)")
     p.add_argument("--repeat", type=_non_negative_int, default=10, help="timed runs for --rpc")
     p.set_defaults(func=cmd_compile)
 
@@ -697,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="benchmarks: kernels | tvm | model | models (extra args passed on)",
                        description="Run a benchmark; arguments after its name go to it "
                                    "('edgeconv bench model --help' shows them).")
-    p.add_argument("what", nargs="?", choices=("kernels", "tvm", "model", "models"), help="benchmark to run")
+    p.add_argument("what", nargs="?", choices=tuple(BENCHMARKS), help="benchmark to run")
     p.add_argument("--rpc", dest="rpc_raw", type=str, default=None, metavar="HOST:PORT[/KEY]",
                    help="run TVM modules on a remote device (tvm, model)")
     p.set_defaults(func=cmd_bench, passthrough=True, bench_help=p.format_help)
@@ -711,7 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUTPUT/report.md, report.json and latency.png.",
         epilog=DEPLOY_EXIT_RULE,
     )
-    p.add_argument("model", nargs="?", default="edgenet", help="registered name or path/to/file.py:factory (default edgenet)")
+    p.add_argument("model", nargs="?", default="edgenet",
+                   help="registered name, path/to/file.py:factory or an existing .onnx file (its DeformConv / mmcv "
+                        "deformable nodes are rewritten by 'edgeconv optimize'; default edgenet)")
     p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's; edgenet 1,3,64,64)")
     p.add_argument("--targets", default=None,
                    help=f"comma-separated subset of {','.join(DEPLOY_TARGETS)} (default: ort,tvm-x86,tvm-arm64; with "
@@ -739,6 +779,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.quiet = getattr(args, "quiet", False)
     args.debug = getattr(args, "debug", False)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"  # read by the filters at the API boundary (edgeconv._quiet)
     try:
         if getattr(args, "passthrough", False):
             return args.func(args, rest)

@@ -35,10 +35,12 @@ import torch
 from torch import nn
 
 from . import functional as ecf
+from .kinds import conv_macs, layer_kind
 
 __all__ = ["convert", "RoutedDynamicConv2d"]
 
 
+@layer_kind
 class RoutedDynamicConv2d(nn.Module):
     """Dynamic convolution whose mixing weights come from outside: ``forward(x, routing_weights)``
     with ``routing_weights [N, num_experts]`` (the interface of timm's ``CondConv2d``).
@@ -63,6 +65,16 @@ class RoutedDynamicConv2d(nn.Module):
             x = self.same_pad(x, self.weight.shape[-2:], self.stride, self.dilation)
         return ecf.dynamic_conv2d(x, self.weight, routing_weights, self.bias, stride=self.stride,
                                   padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    kind = "dynamic"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """Expert mixing per sample (weights and biases) + the conv with the mixed kernel; the
+        routing layer is a module of its own (see :mod:`edgeconv.kinds`)."""
+        experts, out_ch = self.weight.shape[:2]
+        mixed = self.weight[0].numel() + (out_ch if self.bias is not None else 0)
+        return {"kernel_mixing": x.shape[0] * experts * mixed,
+                "conv": conv_macs(y.shape, self.weight.shape[2], tuple(self.weight.shape[-2:]))}
 
     def extra_repr(self) -> str:
         k, o, cg, kh, kw = self.weight.shape

@@ -13,9 +13,6 @@ from .runners import RunResult, build_kernels, build_runners, run_ort, run_tvm
 from .toolchain import ArmToolError, find_tools, qemu_sysroot, runtime_dir, tools_available
 from .verify import ArmVerifyResult, BackendResult, format_table, verify_arm
 
-# (ok, reason): whether the cross toolchain, cmake and qemu-user are installed
-arm_available = tools_available
-
 __all__ = [
     "verify_arm",
     "format_table",
@@ -24,7 +21,6 @@ __all__ = [
     "ArmToolError",
     "find_tools",
     "tools_available",
-    "arm_available",
     "runtime_dir",
     "qemu_sysroot",
     "build_runners",

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeconv.opdefs import DOMAIN, DOMAIN_VERSION
+
 __all__ = ["deform_conv_model", "dynamic_conv_model", "mixed_conv_model", "SAMPLE_MODELS"]
 
 OPSET = 17
-CUSTOM_DOMAIN = "edgeconv"
 
 
 def _init(name, arr):
@@ -29,7 +30,7 @@ def _model(nodes, inputs, outputs, inits, name, custom=False):
     graph = helper.make_graph(nodes, name, inputs, outputs, inits)
     opsets = [helper.make_opsetid("", OPSET)]
     if custom:
-        opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
+        opsets.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     m = helper.make_model(graph, opset_imports=opsets, producer_name="edgeconv.arm.models")
     m.ir_version = 8  # loadable by onnxruntime >= 1.14 and TVM's importer
     return m
@@ -66,7 +67,7 @@ def deform_conv_model(n=1, c=4, h=8, w=8, out_channels=6, k=3, group=2, offset_g
         inits.append(_init("B", (rng.standard_normal(out_channels) * 0.1).astype(np.float32)))
         dcn_in += ([] if mask else [""]) + ["B"]
     nodes.append(helper.make_node(
-        "DeformConv2d", dcn_in, ["Y"], domain=CUSTOM_DOMAIN, strides=[stride, stride],
+        "DeformConv2d", dcn_in, ["Y"], domain=DOMAIN, strides=[stride, stride],
         pads=[pad, pad, pad, pad], dilations=[dilation, dilation], group=group, offset_group=offset_group))
     ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     wo = (w + 2 * pad - dilation * (k - 1) - 1) // stride + 1
@@ -94,7 +95,7 @@ def dynamic_conv_model(n=2, c=4, h=8, w=8, out_channels=6, k=3, experts=3, group
     if bias:
         inits.append(_init("B", (rng.standard_normal((experts, out_channels)) * 0.1).astype(np.float32)))
         dyn_in.append("B")
-    nodes.append(helper.make_node("DynamicConv2d", dyn_in, ["Y"], domain=CUSTOM_DOMAIN,
+    nodes.append(helper.make_node("DynamicConv2d", dyn_in, ["Y"], domain=DOMAIN,
                                   strides=[stride, stride], pads=[pad, pad, pad, pad], dilations=[1, 1],
                                   group=group))
     ho = (h + 2 * pad - k) // stride + 1

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .toolchain import (
+    PACKAGED_SOURCE,
     ArmToolError,
     cache_dir,
     file_lock,
@@ -78,7 +79,7 @@ def build_dir() -> Path:
     if env:
         return Path(env)
     root = repo_root()
-    if root is not None and os.access(root, os.W_OK):
+    if root is not None and root != PACKAGED_SOURCE and os.access(root, os.W_OK):
         return root / "build" / "arm"
     return cache_dir() / "aarch64" / "build"
 

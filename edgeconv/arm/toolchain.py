@@ -104,12 +104,18 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgeconv"
 
 
+#: the copy of ``runners/``, ``custom_ops/``, ``cmake/``, ``scripts/`` inside an installed wheel
+#: (pyproject.toml ``wheel.packages``); read-only as far as we are concerned: builds go to the cache
+PACKAGED_SOURCE = Path(__file__).resolve().parents[1] / "_src"
+
+
 def repo_root() -> Path | None:
-    """The source tree (with ``custom_ops/``, ``runners/``, ``cmake/``), or None when edgeconv is
-    installed without it. ``EDGECONV_SOURCE_DIR`` overrides."""
+    """The source tree (with ``custom_ops/``, ``runners/``, ``cmake/``): ``EDGECONV_SOURCE_DIR``,
+    else the checkout edgeconv runs from (editable install), else the wheel's copy
+    (:data:`PACKAGED_SOURCE`); None when none of them has it."""
     env = os.environ.get("EDGECONV_SOURCE_DIR")
     cands = [Path(env)] if env else []
-    cands.append(Path(__file__).resolve().parents[2])
+    cands += [Path(__file__).resolve().parents[2], PACKAGED_SOURCE]
     for c in cands:
         if (c / "runners" / "CMakeLists.txt").is_file() and (c / "custom_ops").is_dir():
             return c

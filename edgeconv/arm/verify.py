@@ -12,7 +12,8 @@ Backends:
 The reference is onnxruntime on the host (x86-64) with ``edgeconv.get_library_path()``.
 
 Errors: ``max_rel_err`` is ``max|y - y_ref| / max|y_ref|`` over all outputs (a norm-wise relative
-error that does not blow up at zeros); ``max_abs_err`` is ``max|y - y_ref|``. A backend is ``ok``
+error that does not blow up at zeros: :func:`edgeconv.deploy.measure.parity`); ``max_abs_err`` is
+``max|y - y_ref|``. A backend is ``ok``
 when ``max_rel_err <= rtol``.
 """
 
@@ -28,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.deploy.measure import parity
+from edgeconv.opdefs import DOMAIN
+
 from .runners import build_kernels, build_runners, run_ort, run_tvm
 from .toolchain import ArmToolError, find_tools
 
-__all__ = ["verify_arm", "format_table", "ArmVerifyResult", "BackendResult", "CUSTOM_DOMAIN"]
+__all__ = ["verify_arm", "format_table", "ArmVerifyResult", "BackendResult"]
 
-CUSTOM_DOMAIN = "edgeconv"
 # "ran": a backend ran but there was nothing to compare with (prebuilt library, no reference)
 _GOOD = ("ok", "ran")
 _NEUTRAL = ("skipped", "unsupported")
@@ -245,26 +248,6 @@ def _x86_reference(onnx_path: Path, inputs, names, uses_custom: bool):
     return [np.asarray(o) for o in outs], f"onnxruntime {ort.__version__} ({platform.machine()})"
 
 
-def _compare(outs: list[np.ndarray], refs: list[np.ndarray]) -> tuple[float, float]:
-    if len(outs) != len(refs):
-        raise ValueError(f"{len(outs)} outputs vs {len(refs)} reference outputs")
-    max_abs, max_rel = 0.0, 0.0
-    for i, (o, r) in enumerate(zip(outs, refs)):
-        if tuple(o.shape) != tuple(r.shape):
-            raise ValueError(f"output {i}: shape {tuple(o.shape)} vs reference {tuple(r.shape)}")
-        o64, r64 = o.astype(np.float64), r.astype(np.float64)
-        if not np.array_equal(np.isnan(o64), np.isnan(r64)):
-            return float("inf"), float("inf")
-        mask = ~np.isnan(r64)
-        if not mask.any():
-            continue
-        err = float(np.max(np.abs(o64[mask] - r64[mask])))
-        scale = float(np.max(np.abs(r64[mask])))
-        max_abs = max(max_abs, err)
-        max_rel = max(max_rel, err / scale if scale > 0 else (0.0 if err == 0 else float("inf")))
-    return max_abs, max_rel
-
-
 def _fill(br: BackendResult, run, refs, rtol):
     br.wall_s = run.wall_s
     br.load_ms = run.load_ms
@@ -276,10 +259,11 @@ def _fill(br: BackendResult, run, refs, rtol):
         br.status = "ran"
         br.message = "no reference to compare with"
         return
-    br.max_abs_err, br.max_rel_err = _compare(run.outputs, refs)
-    br.status = "ok" if br.max_rel_err <= rtol else "mismatch"
+    p = parity(refs, run.outputs, rtol)
+    br.max_abs_err, br.max_rel_err = p.get("max_abs", float("inf")), p.get("rel", float("inf"))
+    br.status = "ok" if p["ok"] else "mismatch"
     if br.status == "mismatch":
-        br.message = f"max rel err {br.max_rel_err:.3g} > rtol {rtol:g}"
+        br.message = p.get("error") or f"max rel err {br.max_rel_err:.3g} > rtol {rtol:g}"
 
 
 class _Unsupported(Exception):
@@ -397,7 +381,7 @@ def verify_arm(model_or_onnx_path, inputs=None, *, tvm: bool = True, ort: bool =
     arrs = _normalize_inputs(inputs, names)
     if arrs is None:
         arrs = _random_inputs(model, seed)
-    uses_custom = _uses_domain(model, CUSTOM_DOMAIN)
+    uses_custom = _uses_domain(model, DOMAIN)
     if refs is None:
         refs, ref_desc = _x86_reference(onnx_path, arrs, names, uses_custom)
     else:

@@ -11,6 +11,7 @@ BENCHMARKS = {
     "tvm": "edgeconv.bench.tvm",
     "model": "edgeconv.bench.model",
     "models": "edgeconv.bench.models",
+    "optimize": "edgeconv.bench.optimize",
 }
 
 

@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeconv.opdefs import DOMAIN, DOMAIN_VERSION
+
 DEFAULT_SHAPES = ["1x64x56x56-64k3", "1x256x28x28-256k3", "8x64x56x56-64k3"]
 EXPERTS = 4
 
@@ -78,7 +80,7 @@ def _model(nodes, inputs, initializers=(), custom=False):
     graph = helper.make_graph(
         nodes, "bench", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=list(initializers))
-    opsets = [helper.make_opsetid("", 19)] + ([helper.make_opsetid("edgeconv", 1)] if custom else [])
+    opsets = [helper.make_opsetid("", 19)] + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if custom else [])
     m = helper.make_model(graph, opset_imports=opsets)
     m.ir_version = 9
     return m
@@ -92,9 +94,9 @@ def _deform_models(s: Shape):
     from onnx import helper
 
     p = _pads(s)
-    ours_v1 = _model([helper.make_node("DeformConv2d", ["X", "W", "offset", "", "B"], ["Y"], domain="edgeconv", pads=p)],
+    ours_v1 = _model([helper.make_node("DeformConv2d", ["X", "W", "offset", "", "B"], ["Y"], domain=DOMAIN, pads=p)],
                      ["X", "W", "offset", "B"], custom=True)
-    ours_v2 = _model([helper.make_node("DeformConv2d", ["X", "W", "offset", "mask", "B"], ["Y"], domain="edgeconv", pads=p)],
+    ours_v2 = _model([helper.make_node("DeformConv2d", ["X", "W", "offset", "mask", "B"], ["Y"], domain=DOMAIN, pads=p)],
                      ["X", "W", "offset", "mask", "B"], custom=True)
     builtin = _model([helper.make_node("DeformConv", ["X", "W", "offset", "B", "mask"], ["Y"], pads=p)],
                      ["X", "W", "offset", "B", "mask"])
@@ -106,7 +108,7 @@ def _dynamic_models(s: Shape, K: int):
     from onnx import helper, numpy_helper
 
     p = _pads(s)
-    ours = _model([helper.make_node("DynamicConv2d", ["X", "Wk", "A", "Bk"], ["Y"], domain="edgeconv", pads=p)],
+    ours = _model([helper.make_node("DynamicConv2d", ["X", "Wk", "A", "Bk"], ["Y"], domain=DOMAIN, pads=p)],
                   ["X", "Wk", "A", "Bk"], custom=True)
     conv = _model([helper.make_node("Conv", ["X", "W", "B"], ["Y"], pads=p)], ["X", "W", "B"])
     OH, OW = s.out_hw

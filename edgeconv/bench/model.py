@@ -23,135 +23,80 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-BACKENDS = ("torch", "ort", "ort-nolib", "tvm")
+from edgeconv.cli_common import (
+    TARGETS, CLIError, Parser, positive_float, positive_int, print_table, rpc_arg, shape_arg,
+)
+from edgeconv.deploy.stages import BENCH_BACKENDS, TABLE, DeployConfig
+
+#: ``edgeconv bench --rpc`` is passed on to this benchmark
+SUPPORTS_RPC = True
+BACKENDS = tuple(BENCH_BACKENDS)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from edgeconv.cli import TARGETS, _Parser, _positive_float, _positive_int, _rpc_arg, _shape_arg
-
-    p = _Parser(prog="edgeconv bench model", description="benchmark one model on every backend (medians)")
+    p = Parser(prog="edgeconv bench model", description="benchmark one model on every backend (medians)")
     p.add_argument("model", nargs="?", default="edgenet", help="registered name or path/to/file.py:factory")
-    p.add_argument("--input", type=_shape_arg, default=None, help="input shape N,C,H,W (default: the model's)")
-    p.add_argument("--repeats", type=_positive_int, default=30, help="timed runs per backend (default 30)")
-    p.add_argument("--warmup", type=_positive_int, default=3, help="warm-up runs (default 3)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="threads per backend (default 1)")
+    p.add_argument("--input", type=shape_arg, default=None, help="input shape N,C,H,W (default: the model's)")
+    p.add_argument("--repeats", type=positive_int, default=30, help="timed runs per backend (default 30)")
+    p.add_argument("--warmup", type=positive_int, default=3, help="warm-up runs (default 3)")
+    p.add_argument("--threads", type=positive_int, default=1, help="threads per backend (default 1)")
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated subset of {','.join(BACKENDS)}")
-    p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]", help="also run TVM on an RPC device")
+    p.add_argument("--rpc", type=rpc_arg, default=None, metavar="HOST:PORT[/KEY]", help="also run TVM on an RPC device")
     p.add_argument("--rpc-target", default="arm64", choices=TARGETS, help="target of the module sent over RPC (default arm64)")
-    p.add_argument("--tol", type=_positive_float, default=1e-4, help="parity tolerance (default 1e-4)")
+    p.add_argument("--tol", type=positive_float, default=1e-4, help="parity tolerance (default 1e-4)")
     p.add_argument("--json", default=None, help="write results as JSON to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="only the final table")
     return p
 
 
 def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Benchmark ``args.model`` on ``args.backends``; one result dict per backend."""
-    import torch
-
-    from edgeconv.cli import CLIError, resolve_model
-    from edgeconv.deploy import (
-        _one_line, export_model, make_ort_session, parity, run_rpc, summarize_ms, time_callable,
-    )
+    """Benchmark ``args.model`` on ``args.backends``: the deploy stages of those backends (plus
+    ``torch`` for the reference and ``export``), missing optional tools skipped; one result dict
+    per backend."""
+    from edgeconv.cli import resolve_model
+    from edgeconv.deploy.pipeline import make_context, run_stages
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
         raise CLIError(f"bad --backends {args.backends!r}: expected a subset of {','.join(BACKENDS)}")
     model, shape, name = resolve_model(args.model, args.input)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    x_np = x.numpy().copy()
-    prev = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    results: List[Dict[str, Any]] = []
-    try:
-        with torch.no_grad():
-            ref = [model(x).detach().numpy()]
-        tmp = tempfile.TemporaryDirectory(prefix="edgeconv-bench-")
-        onnx_path = Path(tmp.name) / "model.onnx"
-        need_onnx = any(b != "torch" for b in backends) or args.rpc
-        export_error: Optional[str] = None
-        if need_onnx:
-            try:
-                export_model(model, shape, onnx_path, example=x)
-            except Exception as exc:
-                export_error = f"export failed: {_one_line(exc)}"
+    wanted = {BENCH_BACKENDS[b]: b for b in backends}
+    if args.rpc:
+        wanted["tvm-rpc"] = f"tvm-rpc({args.rpc_target})"
+    stages = [s for s in TABLE if s.name in wanted or s.name == "torch"
+              or (s.name == "export" and set(wanted) - {"torch"})]
+    with tempfile.TemporaryDirectory(prefix="edgeconv-bench-") as tmp:
+        cfg = DeployConfig(model=model, model_name=name, input_shape=shape, outdir=Path(tmp), repeats=args.repeats,
+                           warmup=args.warmup, threads=args.threads, tol=args.tol, rpc=args.rpc,
+                           rpc_target=args.rpc_target, quiet=args.quiet)
 
-        def record(backend: str, fn) -> None:
-            res: Dict[str, Any] = {"backend": backend, "model": name, "input_shape": list(shape), "threads": args.threads}
-            if not args.quiet:
-                print(f"[bench model] {backend} ...", file=sys.stderr, flush=True)
-            try:
-                if backend != "torch" and export_error:
-                    raise RuntimeError(export_error)
-                outs, lat = fn()
-                res["parity"] = parity(ref, outs, args.tol)
-                res["latency"] = lat
-                res["status"] = "passed" if res["parity"]["ok"] else "failed"
-            except _SkipBackend as sk:
-                res["status"], res["reason"] = "skipped", str(sk)
-            except Exception as exc:
-                res["status"], res["reason"] = "failed", _one_line(exc)
-            results.append(res)
+        def announce(stage: str) -> None:
+            if stage in wanted and not args.quiet:
+                print(f"[bench model] {wanted[stage]} ...", file=sys.stderr, flush=True)
 
-        if "torch" in backends:
-            def torch_fn():
-                with torch.no_grad():
-                    lat = time_callable(lambda: model(x), args.repeats, args.warmup)
-                return ref, lat
-            record("torch", torch_fn)
-        for use_lib, label in ((True, "ort"), (False, "ort-nolib")):
-            if label not in backends:
-                continue
-
-            def ort_fn(use_lib=use_lib):
-                from edgeconv.exporters.onnx import custom_ops_available
-
-                if use_lib and not custom_ops_available():
-                    raise _SkipBackend("edgeconv kernel library not built")
-                sess = make_ort_session(onnx_path, use_library=use_lib, threads=args.threads)
-                feeds = {sess.get_inputs()[0].name: x_np}
-                outs = sess.run(None, feeds)
-                return outs, time_callable(lambda: sess.run(None, feeds), args.repeats, args.warmup)
-            record(label, ort_fn)
-        if "tvm" in backends:
-            def tvm_fn():
-                try:
-                    from edgeconv.exporters.tvm import compile_tvm, set_num_threads
-                except ImportError as exc:
-                    raise _SkipBackend(f"TVM not available ({exc})") from exc
-                set_num_threads(args.threads)
-                import onnx
-
-                in_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-                cm = compile_tvm(str(onnx_path), target="x86", input_shapes={in_name: list(shape)})
-                outs = cm(x_np)
-                times = cm.benchmark(x_np, number=1, repeat=args.repeats)
-                return outs, summarize_ms([t * 1e3 for t in times])
-            record("tvm", tvm_fn)
-        if args.rpc:
-            def rpc_fn():
-                from edgeconv.exporters.tvm import compile_tvm
-                import onnx
-
-                in_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-                lib = Path(tmp.name) / f"model_{args.rpc_target}.so"
-                compile_tvm(str(onnx_path), target=args.rpc_target, output=str(lib), input_shapes={in_name: list(shape)})
-                res = run_rpc(lib, args.rpc, [x_np], repeats=args.repeats)
-                return res["outputs"], res["latency"]
-            record(f"tvm-rpc({args.rpc_target})", rpc_fn)
-        tmp.cleanup()
-    finally:
-        torch.set_num_threads(prev)
+        done = {st.name: st for st in run_stages(make_context(cfg), stages, explicit=False, on_start=announce)}
+    needs = {s.name: s.needs for s in TABLE}
+    results = []
+    for stage, backend in wanted.items():
+        st = done[stage]
+        res: Dict[str, Any] = {"backend": backend, "model": name, "input_shape": list(shape), "threads": args.threads}
+        if st.parity is not None:
+            res["parity"] = st.parity
+        if st.latency is not None:
+            res["latency"] = st.latency
+        failed_need = next((d for d in needs[stage] if d in done and done[d].status == "failed"), None)
+        if failed_need is not None:  # report the cause, not "upstream failed"
+            res["status"], res["reason"] = "failed", f"{failed_need} failed: {done[failed_need].reason}"
+        else:
+            res["status"] = st.status
+            if st.reason:
+                res["reason"] = st.reason
+        results.append(res)
     return results
 
 
-class _SkipBackend(Exception):
-    pass
-
-
 def _print(results: List[Dict[str, Any]]) -> None:
-    from edgeconv.cli import _print_table
-
     base = next((r["latency"]["median_ms"] for r in results if r["backend"] == "torch" and r.get("latency")), None)
     rows = []
     for r in results:
@@ -166,7 +111,7 @@ def _print(results: List[Dict[str, Any]]) -> None:
             f"{par['rel']:.2e}" if "rel" in par else "", r.get("reason", ""),
         ))
     first = results[0] if results else {}
-    _print_table(
+    print_table(
         f"{first.get('model', '')} {'x'.join(map(str, first.get('input_shape', [])))}, "
         f"{first.get('threads', '')} thread(s)",
         ("backend", "status", "median ms", "p10 ms", "p90 ms", "vs torch", "rel err", "note"), rows, right=(2, 3, 4, 5, 6),
@@ -174,8 +119,6 @@ def _print(results: List[Dict[str, Any]]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from edgeconv.cli import CLIError
-
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         results = run(args)

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeconv.bench.tvm import cpu_name, interleaved, max_rel_err
+from edgeconv.bench.tvm import cpu_name, interleaved
+from edgeconv.deploy.measure import max_rel_err
+from edgeconv.opdefs import DOMAIN
 
 # benchmark name -> pytorchcv module (``pytorchcv.models.<module>.<name>``)
 PYTORCHCV = {
@@ -104,7 +106,7 @@ def _setup_backends(proto, path: str, shape, x, threads: int, backends, row: dic
     def _ort():
         from edgeconv.exporters.onnx import ort_session
 
-        custom = any(n.domain == "edgeconv" for n in proto.graph.node)
+        custom = any(n.domain == DOMAIN for n in proto.graph.node)
         sess = ort_session(path, threads=threads, custom_ops="require" if custom else False)
         feed = {in_name: x}
         return (lambda: sess.run(None, feed)), sess.run(None, feed)[0]
@@ -128,7 +130,7 @@ def _setup_backends(proto, path: str, shape, x, threads: int, backends, row: dic
 
         core = ov.Core()
         # OpenVINO does not know the edgeconv domain: give it the standard-op form TVM gets too
-        src = proto if not any(n.domain == "edgeconv" for n in proto.graph.node) else standard_op_model(proto)
+        src = proto if not any(n.domain == DOMAIN for n in proto.graph.node) else standard_op_model(proto)
         model = core.read_model(src.SerializeToString(), b"") if src is not proto else core.read_model(path)
         model.reshape({model.inputs[0].any_name: list(shape)})
         # float32 like the others: on CPUs with bf16 units OpenVINO would otherwise run bf16

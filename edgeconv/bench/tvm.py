@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.deploy.measure import max_rel_err
+
 CASES = [
     "dw3x3_1x64x112x112_s1",
     "dw3x3_1x256x28x28_s1",
@@ -270,12 +272,6 @@ def run(cases=None, threads=(1, 2), repeats: int = 50, warmup: int = 10, stock: 
             except Exception as err:  # pragma: no cover - plotting is optional
                 print(f"plot skipped: {err}", file=sys.stderr)
     return result
-
-
-def max_rel_err(out, ref) -> float:
-    """max |out - ref| / max |ref|: the parity figure of the TVM and model benchmarks."""
-    ref = np.asarray(ref)
-    return float(np.abs(np.asarray(out).reshape(ref.shape) - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
 def cpu_name() -> str:

@@ -16,11 +16,13 @@ The sampling itself runs in :func:`edgeconv.functional.deform_conv2d` (one custo
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import math
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
+from ..kinds import conv_macs, layer_kind
 from .. import functional as ecf
 from ._init import init_conv_parameters_
 from .._validate import (
@@ -37,6 +39,20 @@ __all__ = ["DeformConv2d", "ModulatedDeformConv2d"]
 
 class _DeformConvBase(nn.Module):
     modulated: bool = False
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        b, c, spatial = x.shape[0], x.shape[1], math.prod(y.shape[2:])
+        kk = math.prod(self.kernel_size)
+        sampled = b * c * kk * spatial
+        parts = {
+            "conv": conv_macs(y.shape, c // self.groups, self.kernel_size),
+            "offset_conv": b * self.conv_offset.out_channels * spatial * c * kk,
+            "sampling": 4 * sampled,
+        }
+        if self.conv_mask is not None:
+            parts["mask_conv"] = b * self.conv_mask.out_channels * spatial * c * kk
+            parts["modulation"] = sampled
+        return parts
 
     def __init__(
         self,
@@ -104,6 +120,7 @@ class _DeformConvBase(nn.Module):
         )
 
 
+@layer_kind
 class DeformConv2d(_DeformConvBase):
     """Deformable convolution v1 (Dai et al., ICCV 2017) with its own offset conv.
 
@@ -115,9 +132,12 @@ class DeformConv2d(_DeformConvBase):
         * output ``[N, out_ch, H_out, W_out]``, ``H_out = floor((H + 2p - d(kh-1) - 1)/s) + 1``
     """
 
+    kind = "deform"
+
     modulated = False
 
 
+@layer_kind
 class ModulatedDeformConv2d(_DeformConvBase):
     """Modulated deformable convolution v2 (Zhu et al., CVPR 2019), own offset and mask convs.
 
@@ -125,5 +145,7 @@ class ModulatedDeformConv2d(_DeformConvBase):
     (zero-initialised) giving ``mask = sigmoid(conv_mask(x))`` of shape
     ``[N, offset_groups * kh * kw, H_out, W_out]``; ``0.5`` everywhere for a fresh layer.
     """
+
+    kind = "deform_v2"
 
     modulated = True

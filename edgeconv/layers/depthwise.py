@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..kinds import conv2d_macs, layer_kind
 from .._validate import (
     IntPair,
     check_input,
@@ -28,6 +29,7 @@ from .._validate import (
 __all__ = ["DepthwiseConv2d", "GlobalDepthwiseConv2d"]
 
 
+@layer_kind
 class DepthwiseConv2d(nn.Conv2d):
     """Depthwise 2-D convolution (``groups = channels``) with an optional channel multiplier.
 
@@ -39,6 +41,9 @@ class DepthwiseConv2d(nn.Conv2d):
 
     ``padding=None`` means "same" padding ``k // 2`` (odd kernels only).
     """
+
+    kind = "depthwise"
+    macs = conv2d_macs
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class DepthwiseConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight, self.bias)
 
 
+@layer_kind
 class GlobalDepthwiseConv2d(nn.Conv2d):
     """Global depthwise convolution (GDC, MobileFaceNets): a per-channel ``H x W`` kernel.
 
@@ -73,6 +79,9 @@ class GlobalDepthwiseConv2d(nn.Conv2d):
           MobileFaceNets where a BatchNorm follows)
         * output ``[N, channels, 1, 1]``: ``y[n, c] = sum_{i,j} w[c, i, j] * x[n, c, i, j]``
     """
+
+    kind = "gdc"
+    macs = conv2d_macs
 
     def __init__(self, channels: int, spatial_size: IntPair, bias: bool = False) -> None:
         check_positive("channels", channels)

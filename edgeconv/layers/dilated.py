@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kinds import conv2d_macs, layer_kind
 from .._validate import IntPair, check_input, check_pair_positive, check_positive, resolve_padding
 
 __all__ = ["DilatedConv2d"]
 
 
+@layer_kind
 class DilatedConv2d(nn.Conv2d):
     """Dilated 2-D convolution with "same" padding ``(k // 2) * dilation``.
 
@@ -26,6 +28,9 @@ class DilatedConv2d(nn.Conv2d):
     Kernel sizes must be odd ("same" padding), ``ValueError`` otherwise. Exports as one ONNX
     ``Conv`` with the ``dilations`` attribute.
     """
+
+    kind = "dilated"
+    macs = conv2d_macs
 
     def __init__(
         self,

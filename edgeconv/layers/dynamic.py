@@ -10,12 +10,13 @@ training (30 in the paper) and annealed to 1.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kinds import conv_macs, layer_kind
 from .. import functional as ecf
 from .._validate import (
     IntPair,
@@ -29,6 +30,7 @@ from .._validate import (
 __all__ = ["DynamicConv2d"]
 
 
+@layer_kind
 class DynamicConv2d(nn.Module):
     """Dynamic convolution with ``num_kernels`` kernels and an SE-style attention branch.
 
@@ -43,6 +45,17 @@ class DynamicConv2d(nn.Module):
     ``padding=None`` means ``k // 2 * dilation`` ("same" at stride 1; odd kernels only).
     ``temperature`` is settable (must be > 0) for the annealing schedule.
     """
+
+    kind = "dynamic"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        b, c, h, w = x.shape
+        return {
+            "attention": b * (c * h * w + self.fc1.in_features * self.fc1.out_features
+                              + self.fc2.in_features * self.fc2.out_features),
+            "kernel_mixing": b * self.num_kernels * (self.weight[0].numel() + (self.out_ch if self.bias is not None else 0)),
+            "conv": conv_macs(y.shape, c // self.groups, self.kernel_size),
+        }
 
     def __init__(
         self,

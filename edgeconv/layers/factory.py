@@ -95,23 +95,24 @@ def _dynamic(in_ch: int, out_ch: int, kernel_size=3, **kw: Any) -> DynamicConv2d
     return DynamicConv2d(in_ch, out_ch, kernel_size, **kw)
 
 
+# kind name (each layer class's ``kind``, :mod:`edgeconv.kinds`) -> builder
 _FACTORIES: Dict[str, Callable[..., nn.Module]] = {
     "conv": _conv,
-    "true": _true,
-    "group": _group,
-    "depthwise": _depthwise,
-    "gdc": _gdc,
-    "shuffle": _shuffle,
-    "shuffled_group": _shuffled_group,
-    "separable": DepthwiseSeparableConv2d,
-    "mixconv": _mixconv,
-    "dilated": DilatedConv2d,
-    "deform": DeformConv2d,
-    "deform_v2": ModulatedDeformConv2d,
-    "spatially_separable": SpatiallySeparableConv2d,
-    "flattened": FlattenedConv2d,
-    "hetconv": HetConv2d,
-    "dynamic": _dynamic,
+    TrueConv2d.kind: _true,
+    GroupConv2d.kind: _group,
+    DepthwiseConv2d.kind: _depthwise,
+    GlobalDepthwiseConv2d.kind: _gdc,
+    ChannelShuffle.kind: _shuffle,
+    ShuffledGroupConv2d.kind: _shuffled_group,
+    DepthwiseSeparableConv2d.kind: DepthwiseSeparableConv2d,
+    MixConv2d.kind: _mixconv,
+    DilatedConv2d.kind: DilatedConv2d,
+    DeformConv2d.kind: DeformConv2d,
+    ModulatedDeformConv2d.kind: ModulatedDeformConv2d,
+    SpatiallySeparableConv2d.kind: SpatiallySeparableConv2d,
+    FlattenedConv2d.kind: FlattenedConv2d,
+    HetConv2d.kind: HetConv2d,
+    DynamicConv2d.kind: _dynamic,
 }
 
 #: Valid ``kind`` names for :func:`create_conv2d`.

@@ -9,14 +9,19 @@ channel) (``docs/conv-kinds.md`` section 4). The composition equals a dense conv
 
 from __future__ import annotations
 
+import math
+from typing import Dict
+
 import torch
 from torch import nn
 
+from ..kinds import layer_kind
 from .._validate import check_input, check_odd_kernel, check_positive
 
 __all__ = ["FlattenedConv2d"]
 
 
+@layer_kind
 class FlattenedConv2d(nn.Module):
     """Lateral ``1x1`` (``C -> N``) -> vertical ``Kx1`` depthwise -> horizontal ``1xK`` depthwise.
 
@@ -32,6 +37,17 @@ class FlattenedConv2d(nn.Module):
     Parameters (without bias): ``out_ch * (in_ch + 2 k)``. :meth:`composed_weight` gives the
     equivalent dense ``[out_ch, in_ch, k, k]`` weight.
     """
+
+    kind = "flattened"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        b, c, h, w = x.shape
+        k, n = self.kernel_size, self.out_ch
+        return {
+            "lateral": b * n * h * w * c,
+            "vertical": b * n * h * w * k,
+            "horizontal": math.prod(y.shape) * k,
+        }
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, bias: bool = True) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..kinds import conv2d_macs, layer_kind
 from .._validate import (
     IntPair,
     check_divisible,
@@ -24,6 +25,7 @@ from .._validate import (
 __all__ = ["GroupConv2d"]
 
 
+@layer_kind
 class GroupConv2d(nn.Conv2d):
     """Grouped 2-D convolution (an ``nn.Conv2d`` with ``groups=G``, validated arguments).
 
@@ -35,6 +37,9 @@ class GroupConv2d(nn.Conv2d):
     ``padding=None`` means "same" padding ``k // 2`` (odd kernels only, ``ValueError`` for even).
     Exports to ONNX as one ``Conv`` node with the ``group`` attribute.
     """
+
+    kind = "group"
+    macs = conv2d_macs
 
     def __init__(
         self,

@@ -35,12 +35,13 @@ scatter in ``forward``; the equivalent ``conv1x1(x) - groupconv1x1(x)`` form wou
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kinds import conv_macs, layer_kind
 from .. import functional as ecf
 from .._validate import (
     IntPair,
@@ -56,6 +57,7 @@ __all__ = ["HetConv2d"]
 _LAYOUTS = ("block", "paper")
 
 
+@layer_kind
 class HetConv2d(nn.Module):
     """HetConv layer with part ``p`` (``1/p`` of each filter's kernels are ``K x K``).
 
@@ -72,6 +74,19 @@ class HetConv2d(nn.Module):
     ``p = 1`` is a standard ``K x K`` conv; ``p = in_ch`` puts one ``K x K`` kernel per filter.
     Odd kernel sizes only. :meth:`to_dense_weight` returns the equivalent ``[out_ch, in_ch, k, k]``.
     """
+
+    kind = "hetconv"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        k, c = self.kernel_size, x.shape[1]
+        return {
+            "kxk_group": conv_macs(y.shape, c // self.p, (k, k)),
+            "pointwise_masked": conv_macs(y.shape, c, (1, 1)),
+        }
+
+    def inactive_parameters(self) -> int:
+        """The masked (always zero) entries of the 1x1 weight: parameters, but not counted."""
+        return self.weight_1x1.numel() - int(self.mask_1x1.sum().item())
 
     def __init__(
         self,

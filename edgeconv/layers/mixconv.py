@@ -8,11 +8,13 @@ the results are concatenated: a drop-in replacement for a depthwise conv
 
 from __future__ import annotations
 
-from typing import List, Sequence
+import math
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
 
+from ..kinds import layer_kind
 from .._validate import IntPair, check_input, check_pair_positive, check_positive, check_odd_kernel
 
 __all__ = ["MixConv2d", "split_channels"]
@@ -46,6 +48,7 @@ def split_channels(channels: int, num_groups: int, split: str = "equal") -> List
     return sizes
 
 
+@layer_kind
 class MixConv2d(nn.Module):
     """Mixed-kernel depthwise convolution ("same" padding, channel-preserving).
 
@@ -56,6 +59,12 @@ class MixConv2d(nn.Module):
         * output ``[N, channels, ceil(H / stride), ceil(W / stride)]``: channels
           ``[sum(c_<i), sum(c_<=i))`` come from kernel ``k_i``.
     """
+
+    kind = "mixconv"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        b, spatial = x.shape[0], math.prod(y.shape[2:])
+        return {f"depthwise_{k}x{k}": b * spatial * ci * k * k for ci, k in zip(self.splits, self.kernel_sizes)}
 
     def __init__(
         self,

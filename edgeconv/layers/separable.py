@@ -7,9 +7,13 @@ A depthwise ``K x K`` conv (``C -> C``) followed by a pointwise ``1 x 1`` conv (
 
 from __future__ import annotations
 
+import math
+from typing import Dict
+
 import torch
 from torch import nn
 
+from ..kinds import layer_kind
 from .._validate import (
     IntPair,
     check_input,
@@ -21,6 +25,7 @@ from .._validate import (
 __all__ = ["DepthwiseSeparableConv2d"]
 
 
+@layer_kind
 class DepthwiseSeparableConv2d(nn.Module):
     """Depthwise ``K x K`` ("same" padding, optional stride/dilation) then pointwise ``1 x 1``.
 
@@ -33,6 +38,13 @@ class DepthwiseSeparableConv2d(nn.Module):
 
     Parameters (without bias): ``in_ch*k*k + in_ch*out_ch``. Odd kernel sizes only.
     """
+
+    kind = "separable"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        b, c, spatial = x.shape[0], x.shape[1], math.prod(y.shape[2:])
+        kk = math.prod(self.depthwise.kernel_size)
+        return {"depthwise": b * spatial * c * kk, "pointwise": b * spatial * c * self.out_ch}
 
     def __init__(
         self,

@@ -7,9 +7,12 @@ information across groups (``docs/conv-kinds.md`` section 3).
 
 from __future__ import annotations
 
+from typing import Dict
+
 import torch
 from torch import nn
 
+from ..kinds import conv_macs, layer_kind
 from .. import functional as ecf
 from .._validate import IntPair, check_input, check_positive
 from .group_conv import GroupConv2d
@@ -17,6 +20,7 @@ from .group_conv import GroupConv2d
 __all__ = ["ChannelShuffle", "ShuffledGroupConv2d"]
 
 
+@layer_kind
 class ChannelShuffle(nn.Module):
     """ShuffleNet channel shuffle with ``groups`` groups (no parameters).
 
@@ -24,6 +28,11 @@ class ChannelShuffle(nn.Module):
     where output channel ``i * groups + g`` is input channel ``g * (C / groups) + i``.
     Exports as Reshape/Transpose/Reshape (dynamic batch supported).
     """
+
+    kind = "shuffle"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        return {"shuffle": 0}
 
     def __init__(self, groups: int) -> None:
         super().__init__()
@@ -45,6 +54,7 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
+@layer_kind
 class ShuffledGroupConv2d(nn.Module):
     """Group convolution (``groups`` groups, "same" padding ``k // 2``) then channel shuffle.
 
@@ -55,6 +65,11 @@ class ShuffledGroupConv2d(nn.Module):
 
     Odd kernel sizes only ("same" padding).
     """
+
+    kind = "shuffled_group"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        return {"conv": conv_macs(y.shape, x.shape[1] // self.groups, self.conv.kernel_size), "shuffle": 0}
 
     def __init__(
         self,

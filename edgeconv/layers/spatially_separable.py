@@ -17,16 +17,19 @@ best rank-``M`` layer (Eckart-Young) with :func:`edgeconv.analysis.separable_app
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import math
+from typing import Dict, Optional, Union
 
 import torch
 from torch import nn
 
+from ..kinds import layer_kind
 from .._validate import IntPair, check_input, check_odd_kernel, check_pair_positive, check_positive
 
 __all__ = ["SpatiallySeparableConv2d"]
 
 
+@layer_kind
 class SpatiallySeparableConv2d(nn.Module):
     """``K x 1`` conv (``in_ch -> mid_ch``) then ``1 x K`` conv (``mid_ch -> out_ch``), "same" padding.
 
@@ -42,6 +45,16 @@ class SpatiallySeparableConv2d(nn.Module):
     ``k * mid_ch * (in_ch + out_ch)``. The composition equals a dense conv with
     ``W[n, c, i, j] = sum_m V[m, c, i] * H[n, m, j]`` (see :meth:`composed_weight`).
     """
+
+    kind = "spatially_separable"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        b, c, w = x.shape[0], x.shape[1], x.shape[-1]
+        k, oh = self.kernel_size, y.shape[2]
+        return {
+            "vertical": b * self.mid_ch * oh * w * c * k,  # [B, M, oh, W] x (C * k)
+            "horizontal": math.prod(y.shape) * self.mid_ch * k,
+        }
 
     def __init__(
         self,

@@ -9,11 +9,12 @@ Oppenheim & Schafer, *Discrete-Time Signal Processing*).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
+from ..kinds import conv_macs, layer_kind
 from .. import functional as ecf
 from ._init import init_conv_parameters_
 from .._validate import IntPair, check_input, check_pair_positive, check_positive, resolve_padding
@@ -21,6 +22,7 @@ from .._validate import IntPair, check_input, check_pair_positive, check_positiv
 __all__ = ["TrueConv2d"]
 
 
+@layer_kind
 class TrueConv2d(nn.Module):
     """2-D true convolution (kernel flipped by 180 degrees before sliding).
 
@@ -37,6 +39,11 @@ class TrueConv2d(nn.Module):
     exporter turns it into one standard ``Conv`` node with flipped constant weights.
     ``layer.weight.flip(-2, -1)`` is the equivalent ``nn.Conv2d`` weight.
     """
+
+    kind = "true"
+
+    def macs(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, int]:
+        return {"conv": conv_macs(y.shape, x.shape[1], self.kernel_size)}
 
     def __init__(
         self,

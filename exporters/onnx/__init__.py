@@ -8,6 +8,7 @@ Public API::
                 dynamic="custom", deform_fallback="standard") -> onnx.ModelProto
     ort_session(model_or_path, threads=None, custom_ops=True) -> onnxruntime.InferenceSession
     check_parity(model, args, onnx_model, *, custom_ops=True) -> list[ParityResult]
+    optimize_onnx(model_or_path, path=None, *, fallback="auto", report=None) -> onnx.ModelProto
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from __future__ import annotations
 from ._schemas import DEFORM_OP, DOMAIN, DOMAIN_VERSION, DYNAMIC_OP, register_schemas, schemas
 from .errors import ExportError
 from .export import export_onnx, standard_op_model
+from .optimize import OptimizeError, Rewrite, optimize_onnx, rewritable_nodes
 from .runtime import ParityResult, check_parity, custom_ops_available, ort_session
 
 __all__ = [
     "export_onnx",
     "standard_op_model",
+    "optimize_onnx",
+    "rewritable_nodes",
+    "OptimizeError",
+    "Rewrite",
     "ort_session",
     "check_parity",
     "custom_ops_available",

@@ -1,4 +1,5 @@
-"""ONNX operator schemas of the custom domain ``edgeconv`` (version 1).
+"""ONNX operator schemas of the custom domain ``edgeconv`` (version 1), built from the op
+definitions of :mod:`edgeconv.opdefs` (inputs, attributes with defaults, element types).
 
 Both schemas carry a Python type-and-shape inference function, so
 ``onnx.shape_inference.infer_shapes(model, strict_mode=True)`` and
@@ -14,28 +15,28 @@ import onnx
 from onnx import AttributeProto, TypeProto, helper
 from onnx.defs import OpSchema
 
-DOMAIN = "edgeconv"
-DOMAIN_VERSION = 1
-DEFORM_OP = "DeformConv2d"
-DYNAMIC_OP = "DynamicConv2d"
+from edgeconv.opdefs import DEFORM_CONV2D, DOMAIN, DOMAIN_VERSION, DYNAMIC_CONV2D, OPS, OpDef
 
-_FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(double)"]
+DEFORM_OP = DEFORM_CONV2D.name
+DYNAMIC_OP = DYNAMIC_CONV2D.name
+
 _lock = threading.Lock()
 
 
 # --------------------------------------------------------------------------- helpers
-def _ints_attr(ctx, name: str, default: list[int]) -> list[int]:
+def _ints_attr(ctx, op: OpDef, name: str) -> list[int]:
     attr = ctx.get_attribute(name)
+    default = list(op.defaults[name])
     if attr is None or attr.type != AttributeProto.INTS:
-        return list(default)
+        return default
     vals = list(attr.ints)
-    return vals if vals else list(default)
+    return vals if vals else default
 
 
-def _int_attr(ctx, name: str, default: int) -> int:
+def _int_attr(ctx, op: OpDef, name: str) -> int:
     attr = ctx.get_attribute(name)
     if attr is None or attr.type != AttributeProto.INT:
-        return default
+        return op.defaults[name]
     return int(attr.i)
 
 
@@ -85,14 +86,12 @@ def _fail(op: str, msg: str):
 
 
 # --------------------------------------------------------------------------- inference
-def _conv_attrs(ctx, op: str):
+def _conv_attrs(ctx, op: OpDef):
     """(strides, pads, dilations, group) of a node, their lengths checked."""
-    strides = _ints_attr(ctx, "strides", [1, 1])
-    pads = _ints_attr(ctx, "pads", [0, 0, 0, 0])
-    dil = _ints_attr(ctx, "dilations", [1, 1])
-    group = _int_attr(ctx, "group", 1)
+    strides, pads, dil = (_ints_attr(ctx, op, n) for n in ("strides", "pads", "dilations"))
+    group = _int_attr(ctx, op, "group")
     if len(strides) != 2 or len(pads) != 4 or len(dil) != 2:
-        _fail(op, "strides/dilations need 2 values and pads 4")
+        _fail(op.name, "strides/dilations need 2 values and pads 4")
     return strides, pads, dil, group
 
 
@@ -102,8 +101,8 @@ def _infer_deform(ctx) -> None:
         return
     elem = x_t.tensor_type.elem_type
     x, w, off = _dims(x_t), _dims(_input_type(ctx, 1)), _dims(_input_type(ctx, 2))
-    strides, pads, dil, group = _conv_attrs(ctx, DEFORM_OP)
-    ogroup = _int_attr(ctx, "offset_group", 1)
+    strides, pads, dil, group = _conv_attrs(ctx, DEFORM_CONV2D)
+    ogroup = _int_attr(ctx, DEFORM_CONV2D, "offset_group")
     if x is None:
         _set_output(ctx, elem, None)
         return
@@ -139,7 +138,7 @@ def _infer_dynamic(ctx) -> None:
     elem = x_t.tensor_type.elem_type
     x, w, a = _dims(x_t), _dims(_input_type(ctx, 1)), _dims(_input_type(ctx, 2))
     b = _dims(_input_type(ctx, 3))
-    strides, pads, dil, group = _conv_attrs(ctx, DYNAMIC_OP)
+    strides, pads, dil, group = _conv_attrs(ctx, DYNAMIC_CONV2D)
     if x is None:
         _set_output(ctx, elem, None)
         return
@@ -164,68 +163,27 @@ def _infer_dynamic(ctx) -> None:
 
 
 # --------------------------------------------------------------------------- schemas
-def _attrs(with_offset_group: bool) -> list[OpSchema.Attribute]:
-    A = OpSchema.Attribute
-    out = [
-        A("strides", helper.make_attribute("strides", [1, 1]), "Stride along H and W (default [1, 1])."),
-        A("pads", helper.make_attribute("pads", [0, 0, 0, 0]), "Zero padding [top, left, bottom, right] (default 0)."),
-        A("dilations", helper.make_attribute("dilations", [1, 1]), "Dilation along H and W (default [1, 1])."),
-        A("group", helper.make_attribute("group", 1), "Number of channel groups (default 1)."),
-    ]
-    if with_offset_group:
-        out.append(A("offset_group", helper.make_attribute("offset_group", 1),
-                     "Number of offset groups: the C input channels are split in offset_group blocks, each with its own offsets and mask (default 1)."))
-    return out
+_ONNX_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)"}
 
 
-def _conv_schema(name: str, doc: str, inputs: list, offset_group: bool, infer) -> OpSchema:
-    """A float conv-like op of our domain: ``inputs`` (X first), output Y (N, O, oh, ow), the conv
-    attributes, and Python shape inference ``infer``."""
+def _schema(op: OpDef, infer) -> OpSchema:
+    """The schema of ``op``: its inputs, output Y (N, O, oh, ow), attributes with their defaults,
+    element types, and Python shape inference ``infer``."""
+    P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
     s = OpSchema(
-        name, DOMAIN, DOMAIN_VERSION,
-        doc=doc,
-        inputs=inputs,
-        outputs=[OpSchema.FormalParameter("Y", "T", "Output (N, O, oh, ow).")],
-        type_constraints=[("T", _FLOAT_TYPES, "Floating-point tensors.")],
-        attributes=_attrs(offset_group),
+        op.name, DOMAIN, DOMAIN_VERSION,
+        doc=op.doc,
+        inputs=[P(i.name, "T", i.doc, param_option=Opt) if i.optional else P(i.name, "T", i.doc) for i in op.inputs],
+        outputs=[P("Y", "T", "Output (N, O, oh, ow).")],
+        type_constraints=[("T", [_ONNX_TYPES[t] for t in op.dtypes], "Element type of the kernels.")],
+        attributes=[OpSchema.Attribute(a.name, helper.make_attribute(a.name, list(a.default) if a.is_list else a.default),
+                                       a.doc) for a in op.attributes],
     )
     s.set_type_and_shape_inference_function(infer)
     return s
 
 
-def _deform_schema() -> OpSchema:
-    P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
-    return _conv_schema(
-        DEFORM_OP,
-        "Deformable 2-D convolution (DCNv1 without mask, DCNv2 with mask). Same semantics as "
-        "ONNX DeformConv-19, whose input order is (X, W, offset, B, mask); here (X, W, offset, mask, B).",
-        [
-            P("X", "T", "Input (N, C, H, W)."),
-            P("W", "T", "Weight (O, C/group, kh, kw)."),
-            P("offset", "T", "Offsets (N, offset_group*2*kh*kw, oh, ow), (dy, dx) per tap."),
-            P("mask", "T", "Modulation (N, offset_group*kh*kw, oh, ow); absent = DCNv1.", param_option=Opt),
-            P("B", "T", "Bias (O).", param_option=Opt),
-        ],
-        True,
-        _infer_deform,
-    )
-
-
-def _dynamic_schema() -> OpSchema:
-    P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption.Optional
-    return _conv_schema(
-        DYNAMIC_OP,
-        "Dynamic convolution (Chen et al. 2020): per sample n, Y[n] = Conv(X[n], sum_k attention[n,k] W[k]) "
-        "+ sum_k attention[n,k] B[k].",
-        [
-            P("X", "T", "Input (N, C, H, W)."),
-            P("W", "T", "Kernel bank (K, O, C/group, kh, kw)."),
-            P("attention", "T", "Mixing weights (N, K)."),
-            P("B", "T", "Bias bank (K, O).", param_option=Opt),
-        ],
-        False,
-        _infer_dynamic,
-    )
+_INFER = {DEFORM_OP: _infer_deform, DYNAMIC_OP: _infer_dynamic}
 
 
 def _is_registered(name: str) -> bool:
@@ -238,11 +196,11 @@ def _is_registered(name: str) -> bool:
 def register_schemas() -> None:
     """Register the ``edgeconv`` domain schemas with onnx (idempotent, thread-safe)."""
     with _lock:
-        for name, build in ((DEFORM_OP, _deform_schema), (DYNAMIC_OP, _dynamic_schema)):
+        for name, op in OPS.items():
             if not _is_registered(name):
-                onnx.defs.register_schema(build())
+                onnx.defs.register_schema(_schema(op, _INFER[name]))
 
 
 def schemas() -> list[OpSchema]:
     register_schemas()
-    return [onnx.defs.get_schema(n, DOMAIN_VERSION, DOMAIN) for n in (DEFORM_OP, DYNAMIC_OP)]
+    return [onnx.defs.get_schema(n, DOMAIN_VERSION, DOMAIN) for n in OPS]

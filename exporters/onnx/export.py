@@ -46,18 +46,19 @@ def _ensure_torch_ops() -> None:
 
 def _check_options(opset, deform, dynamic, deform_fallback) -> None:
     if deform not in _DEFORM_MODES:
-        raise ExportError(f"deform must be one of {_DEFORM_MODES}, got {deform!r}")
+        raise ExportError(f"deform must be one of {_DEFORM_MODES}, got {deform!r}", option="deform")
     if dynamic not in _DYNAMIC_MODES:
-        raise ExportError(f"dynamic must be one of {_DYNAMIC_MODES}, got {dynamic!r}")
+        raise ExportError(f"dynamic must be one of {_DYNAMIC_MODES}, got {dynamic!r}", option="dynamic")
     if deform_fallback not in _FALLBACK_MODES:
-        raise ExportError(f"deform_fallback must be one of {_FALLBACK_MODES}, got {deform_fallback!r}")
+        raise ExportError(f"deform_fallback must be one of {_FALLBACK_MODES}, got {deform_fallback!r}",
+                          option="deform_fallback")
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset must be an int in [{MIN_OPSET}, {MAX_OPSET}], got {opset!r}")
+        raise ExportError(f"opset must be an int in [{MIN_OPSET}, {MAX_OPSET}], got {opset!r}", option="opset")
     if deform == "standard" and opset < fallbacks.MIN_OPSET_STANDARD_DEFORM:
         raise ExportError(
             f"deform='standard' emits ONNX DeformConv, which exists from opset "
             f"{fallbacks.MIN_OPSET_STANDARD_DEFORM}; got opset={opset}. Use opset>=19, or "
-            "deform='auto' with deform_fallback='decomposed' for opset 13..18.")
+            "deform='auto' with deform_fallback='decomposed' for opset 13..18.", option="opset")
 
 
 def _iter_tensors(obj, path="args"):
@@ -69,6 +70,21 @@ def _iter_tensors(obj, path="args"):
     elif isinstance(obj, dict):
         for k, v in obj.items():
             yield from _iter_tensors(v, f"{path}[{k!r}]")
+
+
+def _check_names(what: str, names, available: int | None) -> list[str] | None:
+    """``input_names`` / ``output_names``: unique non-empty strings, at most ``available``."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise ExportError(f"{what} must be a sequence of non-empty strings, got {names!r}", option=what)
+    names = list(names)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ExportError(f"{what} must be unique, got {dup} more than once", option=what)
+    if available is not None and len(names) > available:
+        raise ExportError(f"{what} has {len(names)} names, the model has {available}", option=what)
+    return names
 
 
 def _check_dtypes(model: torch.nn.Module, args: tuple) -> None:
@@ -185,8 +201,9 @@ def _raise_translation_error(exc: BaseException, program) -> None:
     where = f" used by module '{module}'" + (f" ({cls})" if cls else "") if module else ""
     raise ExportError(
         f"no ONNX export rule for operator '{_qualname(op)}'{where}: torch.onnx has no translation "
-        f"for it and edgeconv only adds {sorted(TRANSLATIONS)}. Replace the op, or register a "
-        "translation (torch.onnx.export custom_translation_table).",
+        f"for it and edgeconv only adds {sorted(TRANSLATIONS)}. Replace the op, or pass a translation: "
+        f"export_onnx(..., custom_translation_table={{torch.ops.{op.split('.default')[0]}.default: "
+        "onnxscript_function}).",
         op=_qualname(op), module=module, module_type=cls) from exc
 
 
@@ -260,7 +277,13 @@ def _check_constant_groups(program) -> None:
 # --------------------------------------------------------------------------- torch side
 @contextlib.contextmanager
 def _quiet():
-    """Silence torch.onnx's progress prints and known-harmless warnings."""
+    """Silence torch.onnx's progress prints and warnings (deprecations, "Obtain model graph"
+    info lines); ``EDGECONV_VERBOSE=1`` (the CLI's ``--verbose``) shows them."""
+    from edgeconv._quiet import verbose
+
+    if verbose():
+        yield
+        return
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._export")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -322,12 +345,15 @@ def _cached_torchlib_registry():
         cls.from_torchlib = original
 
 
-def _onnx_translate(program, opset: int) -> ModelProto:
+def _onnx_translate(program, opset: int, custom_translation_table: dict | None = None,
+                    input_names=None, output_names=None) -> ModelProto:
+    table = {**translation_table(), **(custom_translation_table or {})}
     try:
         with _quiet(), _cached_torchlib_registry():
             onnx_program = torch.onnx.export(
-                program, (), dynamo=True, custom_translation_table=translation_table(),
-                opset_version=max(opset, TRANSLATION_OPSET), optimize=True, verbose=False, report=False)
+                program, (), dynamo=True, custom_translation_table=table,
+                opset_version=max(opset, TRANSLATION_OPSET), optimize=True, verbose=False, report=False,
+                input_names=input_names, output_names=output_names)
     except Exception as exc:
         _raise_translation_error(exc, program)
     return onnx_program.model_proto
@@ -639,6 +665,9 @@ def export_onnx(
     deform: str = "auto",
     dynamic: str = "custom",
     deform_fallback: str = "standard",
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    custom_translation_table: dict | None = None,
 ) -> ModelProto:
     """Export ``model(*args)`` to ONNX and return the ``onnx.ModelProto`` (also saved to ``path``).
 
@@ -661,6 +690,11 @@ def export_onnx(
         deform_fallback: body of the deformable fallback function: ``"standard"`` (one
             ``DeformConv``, opset >= 19) or ``"decomposed"`` (gather-based bilinear sampling +
             MatMul, opset >= 13).
+        input_names: names of the graph inputs, in ``args`` order (default: torch's, from the
+            ``forward`` parameters); may name the first few only.
+        output_names: names of the graph outputs, in output order (default: torch's node names).
+        custom_translation_table: ``{torch.ops.ns.op.default: onnxscript function}`` for ops
+            torch.onnx cannot export (as in ``torch.onnx.export``), added to edgeconv's own.
 
     Raises:
         ExportError: invalid options, unsupported dtype (only float32), an operator without an
@@ -673,6 +707,8 @@ def export_onnx(
     if not isinstance(args, tuple):
         args = (args,)
     _check_dtypes(model, args)
+    input_names = _check_names("input_names", input_names, len(list(_iter_tensors(args))))
+    output_names = _check_names("output_names", output_names, None)
     if model.training:
         warnings.warn("export_onnx: the model is in training mode (dropout, batch statistics); "
                       "call model.eval() first to export inference behaviour", stacklevel=2)
@@ -680,7 +716,10 @@ def export_onnx(
     register_schemas()
     program = _torch_export(model, args, _dynamic_shapes(args, dynamic_batch))
     _check_constant_groups(program)
-    proto = _onnx_translate(program, opset)
+    proto = _onnx_translate(program, opset, custom_translation_table, input_names, output_names)
+    if output_names is not None and len(output_names) > len(proto.graph.output):
+        raise ExportError(f"output_names has {len(output_names)} names, the model has "
+                          f"{len(proto.graph.output)} outputs", option="output_names")
     got = _default_opset(proto)
     if got != max(opset, TRANSLATION_OPSET):
         raise ExportError(f"torch.onnx could not convert the model to opset {opset} (it stayed at {got}); "

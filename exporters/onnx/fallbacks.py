@@ -19,22 +19,21 @@ from __future__ import annotations
 
 from onnx import AttributeProto, FunctionProto, TensorProto, helper
 
-from ._schemas import DEFORM_OP, DOMAIN, DYNAMIC_OP
+from edgeconv.opdefs import DEFORM_CONV2D, DOMAIN, DYNAMIC_CONV2D, OpDef
 
 MIN_OPSET_STANDARD_DEFORM = 19
 MIN_OPSET_DECOMPOSED = 13
 
 
-def _attr_defaults(with_offset_group: bool) -> list[AttributeProto]:
-    out = [
-        helper.make_attribute("strides", [1, 1]),
-        helper.make_attribute("pads", [0, 0, 0, 0]),
-        helper.make_attribute("dilations", [1, 1]),
-        helper.make_attribute("group", 1),
-    ]
-    if with_offset_group:
-        out.append(helper.make_attribute("offset_group", 1))
-    return out
+def _attr_defaults(op: OpDef) -> list[AttributeProto]:
+    """The function's attributes with the op's defaults (``attribute_proto``)."""
+    return [helper.make_attribute(a.name, list(a.default) if a.is_list else a.default) for a in op.attributes]
+
+
+def _forward_attributes(node, op: OpDef) -> None:
+    """Forward every attribute of ``op`` to ``node`` inside the function body (``ref_attr_name``)."""
+    for a in op.attributes:
+        node.attribute.append(_ref(a.name, a.name, AttributeProto.INTS if a.is_list else AttributeProto.INT))
 
 
 def _ref(name: str, attr_name: str, typ: int) -> AttributeProto:
@@ -95,13 +94,10 @@ def deform_standard_function(opset: int) -> FunctionProto:
     if opset < MIN_OPSET_STANDARD_DEFORM:
         raise ValueError(f"DeformConv needs ONNX opset >= {MIN_OPSET_STANDARD_DEFORM}, got {opset}")
     node = helper.make_node("DeformConv", ["X", "W", "offset", "B", "mask"], ["Y"])
-    for name, typ in (("strides", AttributeProto.INTS), ("pads", AttributeProto.INTS),
-                      ("dilations", AttributeProto.INTS), ("group", AttributeProto.INT),
-                      ("offset_group", AttributeProto.INT)):
-        node.attribute.append(_ref(name, name, typ))
+    _forward_attributes(node, DEFORM_CONV2D)
     return helper.make_function(
-        DOMAIN, DEFORM_OP, ["X", "W", "offset", "mask", "B"], ["Y"], [node],
-        [helper.make_opsetid("", opset)], attributes=[], attribute_protos=_attr_defaults(True),
+        DOMAIN, DEFORM_CONV2D.name, list(DEFORM_CONV2D.input_names), ["Y"], [node],
+        [helper.make_opsetid("", opset)], attributes=[], attribute_protos=_attr_defaults(DEFORM_CONV2D),
         doc_string="Fallback: ONNX DeformConv (inputs reordered to X, W, offset, B, mask).",
     )
 
@@ -216,8 +212,8 @@ def deform_decomposed_function(opset: int, has_mask: bool, has_bias: bool) -> Fu
     else:
         b.op("Reshape", y, yshape, out="Y")
     return helper.make_function(
-        DOMAIN, DEFORM_OP, ["X", "W", "offset", "mask", "B"], ["Y"], b.nodes,
-        [helper.make_opsetid("", opset)], attributes=[], attribute_protos=_attr_defaults(True),
+        DOMAIN, DEFORM_CONV2D.name, list(DEFORM_CONV2D.input_names), ["Y"], b.nodes,
+        [helper.make_opsetid("", opset)], attributes=[], attribute_protos=_attr_defaults(DEFORM_CONV2D),
         doc_string=f"Fallback: decomposed deformable convolution (mask={'yes' if has_mask else 'no'}, "
                    f"B={'yes' if has_bias else 'no'}).",
     )
@@ -238,9 +234,7 @@ def dynamic_decomposed_function(opset: int, has_bias: bool) -> FunctionProto:
     wt = b.op("Transpose", w6, perm=[1, 0, 2, 3, 4, 5], hint="wt")
     wc = b.op("Reshape", wt, b.op("Concat", m1, tail, axis=0), hint="wc")
     conv = helper.make_node("Conv", ["X", wc], ["dy_conv"])
-    for name, typ in (("strides", AttributeProto.INTS), ("pads", AttributeProto.INTS),
-                      ("dilations", AttributeProto.INTS), ("group", AttributeProto.INT)):
-        conv.attribute.append(_ref(name, name, typ))
+    _forward_attributes(conv, DYNAMIC_CONV2D)  # Conv has the same four attributes
     yc = b.node(conv)  # (N, g*K*O/g, oh, ow)
     sp = b.sl(b.op("Shape", yc), 2, 4, "sp")
     y6 = b.op("Reshape", yc, b.op("Concat", b.ints([0]), g, K, m1, sp, axis=0), hint="y6")  # (N, g, K, O/g, oh, ow)
@@ -254,7 +248,7 @@ def dynamic_decomposed_function(opset: int, has_bias: bool) -> FunctionProto:
     else:
         b.op("Reshape", ys, ysh, out="Y")
     return helper.make_function(
-        DOMAIN, DYNAMIC_OP, ["X", "W", "attention", "B"], ["Y"], b.nodes,
-        [helper.make_opsetid("", opset)], attributes=[], attribute_protos=_attr_defaults(False),
+        DOMAIN, DYNAMIC_CONV2D.name, list(DYNAMIC_CONV2D.input_names), ["Y"], b.nodes,
+        [helper.make_opsetid("", opset)], attributes=[], attribute_protos=_attr_defaults(DYNAMIC_CONV2D),
         doc_string=f"Fallback: stacked-kernel Conv + attention-weighted ReduceSum (B={'yes' if has_bias else 'no'}).",
     )

@@ -7,8 +7,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import onnx
+
+from edgeconv.deploy.measure import parity, to_numpy_list
 
 __all__ = ["ort_session", "check_parity", "custom_ops_available", "library_path", "ParityResult"]
 
@@ -77,7 +78,8 @@ class ParityResult:
     """PyTorch vs onnxruntime for one output.
 
     ``max_rel`` is ``max_abs`` divided by the largest magnitude of the PyTorch output (a norm-wise
-    relative error, stable where outputs cross zero).
+    relative error, stable where outputs cross zero: :func:`edgeconv.deploy.measure.parity`;
+    ``inf`` for a non-finite output).
     """
 
     output: str
@@ -88,18 +90,6 @@ class ParityResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _flatten(out) -> list:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flatten(o)]
-    if isinstance(out, dict):
-        return [t for o in out.values() for t in _flatten(o)]
-    return []
 
 
 def check_parity(model, args, onnx_model, *, custom_ops: bool = True, threads: int | None = None,
@@ -114,14 +104,14 @@ def check_parity(model, args, onnx_model, *, custom_ops: bool = True, threads: i
     if not isinstance(args, tuple):
         args = (args,)
     with torch.no_grad():
-        ref = [t.detach().cpu().numpy() for t in _flatten(model(*args))]
+        ref = to_numpy_list(model(*args))
     used_lib = bool(custom_ops) and custom_ops_available()
     sess = session or ort_session(onnx_model, threads=threads, custom_ops=custom_ops)
-    tensors = [a for a in _flatten(list(args))]
+    arrays = to_numpy_list([a for a in args if isinstance(a, torch.Tensor)])
     names = [i.name for i in sess.get_inputs()]
-    if len(names) != len(tensors):
-        raise ValueError(f"the ONNX model has {len(names)} inputs ({names}), got {len(tensors)} tensors")
-    feeds = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+    if len(names) != len(arrays):
+        raise ValueError(f"the ONNX model has {len(names)} inputs ({names}), got {len(arrays)} tensors")
+    feeds = dict(zip(names, arrays))
     got = sess.run(None, feeds)
     out_names = [o.name for o in sess.get_outputs()]
     if len(got) != len(ref):
@@ -130,8 +120,7 @@ def check_parity(model, args, onnx_model, *, custom_ops: bool = True, threads: i
     for name, r, g in zip(out_names, ref, got):
         if r.shape != g.shape:
             raise ValueError(f"output {name}: PyTorch shape {r.shape} != onnxruntime shape {g.shape}")
-        diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
-        max_abs = float(diff.max()) if diff.size else 0.0
-        scale = float(np.abs(r).max()) if r.size else 0.0
-        results.append(ParityResult(name, tuple(r.shape), max_abs, max_abs / max(scale, 1e-12), used_lib))
+        p = parity([r], [g], tol=float("inf"))
+        results.append(ParityResult(name, tuple(r.shape), p.get("max_abs", float("inf")), p.get("rel", float("inf")),
+                                    used_lib))
     return results

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.deploy.measure import to_numpy_list
+from edgeconv.opdefs import DOMAIN
+
 __all__ = ["import_model", "compile_tvm", "CompiledModel", "set_num_threads", "build_config"]
 
 
@@ -71,17 +74,24 @@ def _ensure_pool() -> None:
 _POOL_READY = False
 
 
-# Python warnings TVM emits on valid input, filtered at our API boundary. TVM's ONNX frontend
-# runs onnx.checker and re-raises its complaints as warnings: graph outputs without a shape
-# (legal in ONNX files from other exporters; the frontend infers the shapes itself).
-_HARMLESS_WARNINGS = (r"Field '\w+' of '\w+' is required but missing",)
+# What TVM prints on valid input, filtered at our API boundary (``EDGECONV_VERBOSE=1`` shows it).
+# Python warnings: TVM's ONNX frontend runs onnx.checker and re-raises its complaints as warnings,
+# then imports the model anyway (graph outputs without a shape are legal in files from other
+# exporters; a node it cannot import is an OpNotImplemented error, which names the op).
+_HARMLESS_WARNING_MODULES = (r"tvm\.relax\.frontend\.onnx",)
+# C++ LOG(WARNING) lines on fd 2: the stock pipeline legalizes take(mode="fast"), which our
+# DCN decomposition emits with indices it has clamped itself.
+_HARMLESS_NATIVE = (r"Warning: Fast mode segfaults when there are out-of-bounds indices",)
 
 
 @contextlib.contextmanager
 def _quiet_tvm():
-    with warnings.catch_warnings():
-        for message in _HARMLESS_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    from edgeconv._quiet import native_stderr_filtered, verbose
+
+    with warnings.catch_warnings(), native_stderr_filtered(_HARMLESS_NATIVE):
+        if not verbose():
+            for module in _HARMLESS_WARNING_MODULES:
+                warnings.filterwarnings("ignore", category=UserWarning, module=module)
         yield
 
 
@@ -96,6 +106,8 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
 
     ``model``: ``onnx.ModelProto``, a path to an ``.onnx`` file, a ``tvm.IRModule`` or a
     ``torch.nn.Module`` (then ``example_inputs`` is required; imported via ``torch.export``).
+    ONNX ``DeformConv`` and mmcv/mmdeploy deformable nodes are first rewritten by
+    :func:`edgeconv.optimize_onnx` (``OptimizeError`` if one cannot be mapped).
     ``input_shapes`` fixes symbolic input dims of an ONNX model (name -> shape).
     """
     import tvm
@@ -115,9 +127,15 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
     if is_onnx:
         from tvm.relax.frontend.onnx import from_onnx
 
+        from ..onnx import optimize_onnx, rewritable_nodes
+
+        if rewritable_nodes(model):
+            # DeformConv / mmcv deformable nodes: TVM's frontend knows none of them; as
+            # edgeconv.DeformConv2d they take the standard-op path below.
+            model = optimize_onnx(model)
         in_names, out_names = _onnx_io(model)
         converters = {}
-        if any(n.domain == "edgeconv" for n in model.graph.node):
+        if any(n.domain == DOMAIN for n in model.graph.node):
             # TVM's frontend knows neither the edgeconv ops nor model-local functions: ops we
             # have TVM kernels for stay nodes (converted by ours), the others are decomposed.
             from ..onnx import standard_op_model
@@ -173,6 +191,7 @@ class CompiledModel:
         self.input_names = input_names
         self.output_names = output_names
         self.mod = mod  # the Relax IRModule after import (before our pipeline)
+        self.tuning = None  # a tune.TuningSummary when compiled with tune_trials
         self._vm = None
 
     @property
@@ -198,7 +217,7 @@ class CompiledModel:
         dev = tvm.cpu()
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs]
         out = self.vm["main"](*args)
-        return _to_numpy_list(out)
+        return to_numpy_list(out)
 
     def _check_shapes(self, inputs) -> None:
         """A clear error for an input whose static dims differ from what was compiled (the VM's
@@ -244,21 +263,6 @@ class CompiledModel:
         return path
 
 
-def _to_numpy_list(out):
-    import tvm
-
-    if isinstance(out, (list, tuple)) or type(out).__name__ in ("Array", "Tuple"):
-        res = []
-        for o in out:
-            res.extend(_to_numpy_list(o))
-        return res
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    if isinstance(out, tvm.runtime.Tensor):  # pragma: no cover
-        return [out.numpy()]
-    return [np.asarray(out)]
-
-
 def compile_tvm(
     model,
     target="x86",
@@ -271,14 +275,20 @@ def compile_tvm(
     layout: str = "blocked",
     work_dir: str | None = None,
     overrides=None,
+    rpc: dict | None = None,
+    on_trial=None,
 ) -> CompiledModel:
     """Compile ``model`` with edgeconv's TVM pipeline.
 
     target: ``x86`` (host; AVX-512 if /proc/cpuinfo has it, else AVX2), ``x86-avx2``,
     ``x86-avx512``, ``arm64`` (NEON, cortex-a72), ``arm64-dotprod`` or a JSON-dict TVM target.
     output: path of a shared library to write (cross-compiled for arm64).
-    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves unscheduled and on
-    ours (database in ``work_dir``, default ``tvm-tuning/``); 0 needs no tuning.
+    tune_trials: > 0 runs MetaSchedule on the kernels our pipeline leaves to generic schedules
+    and keeps a tuned schedule only where it measured faster (see :mod:`.tune`); needs
+    ``work_dir`` (database and logs, reused across runs). ``rpc`` (``{"host", "port", "key"}``
+    of an RPC tracker) measures on remote boards, required for a target that is not this host;
+    ``on_trial(done, total)`` is called after each measured batch. The result's ``tuning``
+    is a :class:`~.tune.TuningSummary`.
     pipeline: ``"edgeconv"`` (default) or ``"stock"`` (TVM's default pipeline, for comparison).
     layout: ``"blocked"`` (default; NCHW[b]c kernels wherever channels come in whole vector blocks,
     layout transforms only at the graph edges) or ``"nchw"`` (every kernel in NCHW).
@@ -307,14 +317,19 @@ def compile_tvm(
         relax_pipeline = "default"
     else:
         relax_pipeline = pipeline
-    with tvm.transform.PassContext(opt_level=3, config=build_config()):
+    with tvm.transform.PassContext(opt_level=3, config=build_config()), _quiet_tvm():
+        tuning = None
         if tune_trials and tune_trials > 0:
             from .tune import tune_and_build
 
-            ex = tune_and_build(mod, tgt, family, tune_trials, work_dir or "tvm-tuning", layout, overrides)
+            if work_dir is None:
+                raise ValueError("tuning needs work_dir= (MetaSchedule's database and logs go there)")
+            ex, tuning = tune_and_build(mod, tgt, family, tune_trials, work_dir, layout, overrides, rpc=rpc,
+                                        on_trial=on_trial, is_host=is_host)
         else:
             ex = tvm.compile(mod, target=tgt, relax_pipeline=relax_pipeline)
     cm = CompiledModel(ex, tdict, family, is_host, in_names, out_names, mod)
+    cm.tuning = tuning
     if output is not None:
         cm.export_library(output)
     return cm

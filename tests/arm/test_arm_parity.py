@@ -136,12 +136,9 @@ def test_mixed_standard_kinds_tvm_arm64_matches_x86(runners, tmp_path):
 @needs_tools
 @needs_x86_lib
 def test_torch_module_through_export_onnx(runners, tmp_path):
-    torch = pytest.importorskip("torch")
-    try:
-        from edgeconv import export_onnx  # noqa: F401
-        from edgeconv.layers import DeformConv2d
-    except (ImportError, AttributeError) as e:
-        pytest.skip(f"edgeconv.export_onnx / layers not available: {e}")
+    import torch
+
+    from edgeconv.layers import DeformConv2d
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(4, 8, 3, padding=1, groups=2), torch.nn.ReLU(),
@@ -158,12 +155,9 @@ def test_torch_module_through_export_onnx(runners, tmp_path):
 @needs_tvm
 def test_torch_dynamic_conv_tvm_arm64_via_standard_op_form(runners, tmp_path):
     """TVM has no edgeconv.DynamicConv2d: compile_tvm compiles its standard-operator form."""
-    torch = pytest.importorskip("torch")
-    try:
-        from edgeconv import export_onnx  # noqa: F401
-        from edgeconv.layers import DynamicConv2d
-    except (ImportError, AttributeError) as e:
-        pytest.skip(f"edgeconv.export_onnx / layers not available: {e}")
+    import torch
+
+    from edgeconv.layers import DynamicConv2d
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(),
                                 DynamicConv2d(8, 8, 3)).eval()

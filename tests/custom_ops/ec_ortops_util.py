@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-DOMAIN = "edgeconv"
+DOMAIN = "edgeconv"  # not edgeconv.opdefs: this module also runs in a venv without torch (onnxruntime 1.20)
 
 
 def _vi(name: str, rank: int | None = None):

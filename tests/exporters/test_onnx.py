@@ -8,8 +8,10 @@ import functools
 
 import numpy as np
 import onnx
+import onnxscript
 import pytest
 import torch
+from onnxscript import FLOAT, opset18
 from torch import nn
 
 import edgeconv.layers as L
@@ -324,6 +326,11 @@ class _Mystery(nn.Module):
         return torch.ops.edgeconv_test.mystery(x)
 
 
+@onnxscript.script()
+def _twice(x: FLOAT) -> FLOAT:
+    return opset18.Add(x, x)
+
+
 def test_error_names_op_and_module():
     model = nn.Sequential(L.GroupConv2d(4, 4, 3, groups=2), nn.Sequential(nn.ReLU(), _Mystery())).eval()
     with pytest.raises(ExportError, match=r"edgeconv_test::mystery.*'1\.1' \(_Mystery\)") as info:
@@ -331,6 +338,40 @@ def test_error_names_op_and_module():
     assert info.value.op == "edgeconv_test::mystery"
     assert info.value.module == "1.1"
     assert info.value.module_type == "_Mystery"
+
+
+def test_error_suggests_a_real_option_that_exports_the_op():
+    """The no-export-rule message names export_onnx's custom_translation_table; passing an
+    onnxscript translation there exports the op (x * 2 as Add(x, x): onnxruntime vs torch)."""
+    import inspect
+
+    with pytest.raises(ExportError) as info:
+        export_onnx(_Mystery().eval(), (torch.randn(1, 4, 6, 6),))
+    assert "export_onnx(..., custom_translation_table={torch.ops.edgeconv_test.mystery.default:" in str(info.value)
+    assert "custom_translation_table" in inspect.signature(export_onnx).parameters
+    x = torch.randn(2, 4, 6, 6)
+    proto = export_onnx(_Mystery().eval(), (x,),
+                        custom_translation_table={torch.ops.edgeconv_test.mystery.default: _twice})
+    (got,) = ort_session(proto, threads=1).run(None, {proto.graph.input[0].name: x.numpy()})
+    np.testing.assert_array_equal(got, (x * 2).numpy())  # x + x == 2 * x exactly in float
+
+
+def test_input_and_output_names():
+    class TwoOut(nn.Module):
+        def forward(self, image, scale):
+            return image * scale, image.sum()
+
+    args = (torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4))
+    proto = export_onnx(TwoOut().eval(), args, input_names=["img", "s"], output_names=["scaled", "total"])
+    assert [i.name for i in proto.graph.input] == ["img", "s"]
+    assert [o.name for o in proto.graph.output] == ["scaled", "total"]
+    scaled, total = ort_session(proto, threads=1).run(None, {"img": args[0].numpy(), "s": args[1].numpy()})
+    np.testing.assert_allclose(scaled, (args[0] * args[1]).numpy(), rtol=1e-6)
+    for bad, match in ((dict(input_names=["a", "a"]), "unique"), (dict(input_names=["a", "b", "c"]), "has 3 names"),
+                       (dict(output_names=["y", "z", "w"]), "has 3 names"), (dict(input_names="img"), "sequence")):
+        with pytest.raises(ExportError, match=match) as info:
+            export_onnx(TwoOut().eval(), args, **bad)
+        assert info.value.option == next(iter(bad))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])

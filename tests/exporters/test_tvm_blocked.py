@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+import torch
+import onnxruntime as ort
+import onnx
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from tvm import relax  # noqa: E402

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 tvm = pytest.importorskip("tvm")
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+import onnxruntime as ort
+import onnx
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from tvm import s_tir, te  # noqa: E402

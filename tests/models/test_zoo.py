@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-zoo = pytest.importorskip("edgeconv.models")
+import edgeconv.models as zoo
 
 EXPECTED = {
     "mobilenetv2_dynamic", "shufflenet_g3", "mixnet_s", "dcn_resnet18", "hetconv_vgg16",
@@ -138,10 +138,8 @@ def test_width_mult_scales_parameters():
 
 
 def _exporter():
-    try:
-        from edgeconv.exporters.onnx import check_parity, custom_ops_available, export_onnx
-    except ImportError as exc:  # the ONNX exporter is not there yet
-        pytest.skip(f"edgeconv.exporters.onnx unavailable: {exc}")
+    from edgeconv.exporters.onnx import check_parity, custom_ops_available, export_onnx
+
     return export_onnx, check_parity, custom_ops_available
 
 

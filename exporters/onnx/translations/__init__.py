@@ -3,14 +3,16 @@ the ``edgeconv`` domain (one file per op, torch_lib style)."""
 
 from __future__ import annotations
 
+from edgeconv.opdefs import DEFORM_CONV2D, DYNAMIC_CONV2D
+
 from .edgeconv_deform_conv2d import edgeconv_deform_conv2d
 from .edgeconv_dynamic_conv2d import edgeconv_dynamic_conv2d
 from .torchvision_deform_conv2d import torchvision_deform_conv2d
 
 #: torch op name (``namespace::name``) -> translation function
 TRANSLATIONS = {
-    "edgeconv::deform_conv2d": edgeconv_deform_conv2d,
-    "edgeconv::dynamic_conv2d": edgeconv_dynamic_conv2d,
+    DEFORM_CONV2D.torch_op: edgeconv_deform_conv2d,
+    DYNAMIC_CONV2D.torch_op: edgeconv_dynamic_conv2d,
     "torchvision::deform_conv2d": torchvision_deform_conv2d,
 }
 

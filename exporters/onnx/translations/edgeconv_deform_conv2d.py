@@ -7,6 +7,8 @@ from typing import Optional
 
 from onnxscript.onnx_types import TensorType
 
+from edgeconv.opdefs import DEFORM_CONV2D
+
 from ._common import TranslationError, conv_attrs, edgeconv_opset, static_dim
 
 
@@ -22,7 +24,7 @@ def edgeconv_deform_conv2d(
 ) -> TensorType:
     """edgeconv::deform_conv2d(Tensor input, Tensor offset, Tensor weight, Tensor? bias, Tensor? mask,
     int[2] stride, int[2] padding, int[2] dilation) -> Tensor"""
-    op = "edgeconv::deform_conv2d"
+    op = DEFORM_CONV2D.torch_op
     c = static_dim(input, 1, "input", op)
     cg = static_dim(weight, 1, "weight", op)
     kh, kw = static_dim(weight, 2, "weight", op), static_dim(weight, 3, "weight", op)
@@ -37,7 +39,6 @@ def edgeconv_deform_conv2d(
         offset,
         mask,
         bias,
-        **conv_attrs(stride, padding, dilation, op),
-        group=c // cg,
-        offset_group=off_c // (2 * kh * kw),
+        **DEFORM_CONV2D.node_attributes(**conv_attrs(stride, padding, dilation, op), group=c // cg,
+                                        offset_group=off_c // (2 * kh * kw)),
     )

@@ -7,6 +7,8 @@ from typing import Optional
 
 from onnxscript.onnx_types import TensorType
 
+from edgeconv.opdefs import DYNAMIC_CONV2D
+
 from ._common import TranslationError, conv_attrs, edgeconv_opset, static_dim
 
 
@@ -22,7 +24,7 @@ def edgeconv_dynamic_conv2d(
 ) -> TensorType:
     """edgeconv::dynamic_conv2d(Tensor input, Tensor weight, Tensor attention, Tensor? bias,
     int[2] stride, int[2] padding, int[2] dilation, int groups) -> Tensor"""
-    op = "edgeconv::dynamic_conv2d"
+    op = DYNAMIC_CONV2D.torch_op
     c = static_dim(input, 1, "input", op)
     cg = static_dim(weight, 2, "weight", op)
     if groups <= 0 or c != cg * groups:
@@ -32,6 +34,5 @@ def edgeconv_dynamic_conv2d(
         weight,
         attention,
         bias,
-        **conv_attrs(stride, padding, dilation, op),
-        group=int(groups),
+        **DYNAMIC_CONV2D.node_attributes(**conv_attrs(stride, padding, dilation, op), group=int(groups)),
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from onnxscript.onnx_types import TensorType
 
+from edgeconv.opdefs import DEFORM_CONV2D
+
 from ._common import TranslationError, edgeconv_opset, static_dim
 
 
@@ -54,9 +56,11 @@ def torchvision_deform_conv2d(
         offset,
         mask if use_mask else None,
         bias,
-        strides=[ints["stride_h"], ints["stride_w"]],
-        pads=[ints["pad_h"], ints["pad_w"], ints["pad_h"], ints["pad_w"]],
-        dilations=[ints["dilation_h"], ints["dilation_w"]],
-        group=ints["groups"],
-        offset_group=ints["offset_groups"],
+        **DEFORM_CONV2D.node_attributes(
+            strides=[ints["stride_h"], ints["stride_w"]],
+            pads=[ints["pad_h"], ints["pad_w"], ints["pad_h"], ints["pad_w"]],
+            dilations=[ints["dilation_h"], ints["dilation_w"]],
+            group=ints["groups"],
+            offset_group=ints["offset_groups"],
+        ),
     )
