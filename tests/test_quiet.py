@@ -9,11 +9,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-import edgeconv.layers as L
 from edgeconv._quiet import VERBOSE_ENV, native_stderr_filtered
-from edgeconv.exporters.onnx import export_onnx
 
 # TVM's C++ log line (tvm/runtime/logging.h): "[HH:MM:SS] file:line: Warning: ..."
 CPP_LOG_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ", re.M)
@@ -29,22 +26,29 @@ def test_filter_drops_only_the_harmless_native_lines(capfd, monkeypatch):
     assert "an important line" in err and "python stderr is not captured" in err
 
 
-def _dcn_onnx(tmp_path):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(L.ModulatedDeformConv2d(4, 4, 3)).eval()
-    path = tmp_path / "dcn.onnx"
-    export_onnx(model, (torch.randn(1, 4, 8, 8),), path)
+def _gather_onnx(tmp_path):
+    """An ONNX Gather (TVM's frontend imports it as take(mode="fast"))."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    idx = helper.make_tensor("idx", TensorProto.INT64, [2], [0, 2])
+    graph = helper.make_graph([helper.make_node("Gather", ["input", "idx"], ["y"], axis=1)], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [idx])
+    path = tmp_path / "gather.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
 @pytest.mark.parametrize("verbose", [False, True], ids=["default", "verbose"])
 def test_tvm_fast_mode_warning_only_in_verbose_mode(capfd, monkeypatch, tmp_path, verbose):
-    """TVM's stock pipeline legalizes the DCN decomposition's take(mode="fast") and prints a C++
-    warning per take (measured: 4 for edgenet): gone by default, there with EDGECONV_VERBOSE=1."""
+    """TVM's stock pipeline legalizes take(mode="fast") (ONNX Gather) and prints a C++ warning
+    per take: gone by default, there with EDGECONV_VERBOSE=1. (DeformConv2d no longer produces
+    takes: it imports as our kernel.)"""
     pytest.importorskip("tvm")
     from edgeconv.exporters.tvm import compile_tvm
 
-    path = _dcn_onnx(tmp_path)
+    path = _gather_onnx(tmp_path)
     if verbose:
         monkeypatch.setenv(VERBOSE_ENV, "1")
     else:

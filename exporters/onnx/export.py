@@ -556,13 +556,15 @@ def _attach_fallbacks(model, opset, deform, dynamic, deform_fallback) -> None:
     _drop_unused_domain(model)
 
 
-def standard_op_model(model: ModelProto, input_shapes: dict | None = None) -> ModelProto:
+def standard_op_model(model: ModelProto, input_shapes: dict | None = None, keep: tuple[str, ...] = ()) -> ModelProto:
     """A copy of an exported model with standard operators only, for compilers that know neither
     the ``edgeconv`` domain nor model-local functions nor ``DeformConv`` (TVM's ONNX frontend).
 
     The ``edgeconv`` nodes get their *decomposed* fallback bodies (opset-13 operators, whatever
     fallback the model was exported with), which are inlined; symbolic input dims are fixed
     (``input_shapes``: name -> shape, else 1) and the shape computations constant-folded.
+    ``keep``: edgeconv op types left as nodes (for a compiler with its own kernel for them),
+    every attribute written out with its default and every optional input slot present.
     """
     work = ModelProto()
     work.CopyFrom(model)
@@ -581,7 +583,13 @@ def standard_op_model(model: ModelProto, input_shapes: dict | None = None) -> Mo
     for vi in work.graph.output:  # re-inferred from the fixed inputs
         vi.type.tensor_type.ClearField("shape")
     _fill_attribute_defaults(work)
-    work = onnx.inliner.inline_local_functions(work)
+    if keep:
+        work = onnx.inliner.inline_selected_functions(work, [(DOMAIN, op) for op in keep], exclude=True)
+        kept = [f for f in work.functions if not (f.domain == DOMAIN and f.name in keep)]
+        del work.functions[:]
+        work.functions.extend(kept)
+    else:
+        work = onnx.inliner.inline_local_functions(work)
     work = _fold_constants(onnx.shape_inference.infer_shapes(work, data_prop=True))
     _drop_unused_domain(work)
     return work

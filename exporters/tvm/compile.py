@@ -134,12 +134,16 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
             # edgeconv.DeformConv2d they take the standard-op path below.
             model = optimize_onnx(model)
         in_names, out_names = _onnx_io(model)
+        converters = {}
         if any(n.domain == DOMAIN for n in model.graph.node):
-            # TVM's frontend knows neither the edgeconv ops nor model-local functions.
+            # TVM's frontend knows neither the edgeconv ops nor model-local functions: ops we
+            # have TVM kernels for stay nodes (converted by ours), the others are decomposed.
             from ..onnx import standard_op_model
+            from .deform import onnx_converters
 
-            model = standard_op_model(model, input_shapes)
-        with _quiet_tvm():
+            converters = onnx_converters()
+            model = standard_op_model(model, input_shapes, keep=tuple(converters))
+        with _quiet_tvm(), _frontend_converters(converters):
             mod = from_onnx(model, shape_dict=input_shapes, keep_params_in_input=False)
         return mod, in_names, out_names
     try:
@@ -157,6 +161,23 @@ def import_model(model, input_shapes: dict | None = None, example_inputs=None):
         mod = from_exported_program(ep, keep_params_as_input=False)
         return mod, None, None
     raise TypeError(f"cannot import model of type {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def _frontend_converters(extra: dict):
+    """TVM's ONNX frontend with ``extra`` (op_type -> converter) in its converter map: it has
+    no registry for custom ops, the map comes from the module function ``_get_convert_map``."""
+    if not extra:
+        yield
+        return
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    stock = onnx_frontend._get_convert_map
+    onnx_frontend._get_convert_map = lambda: {**stock(), **extra}
+    try:
+        yield
+    finally:
+        onnx_frontend._get_convert_map = stock
 
 
 class CompiledModel:

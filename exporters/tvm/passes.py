@@ -8,6 +8,8 @@
 3. ``add(conv2d(x, w), bias_const)``         -> one kernel with fused bias
 4. ``conv2d(x, w)``                          -> one kernel
 5. ``matmul(a, b)`` with unit leading dims   -> the pointwise kernel on reshaped views
+6. ``call_tir`` of an imported ``edgeconv.DeformConv2d`` (:mod:`.deform`) -> our deformable
+   columns kernel + the grouped pointwise kernel (bias fused)
 
 for any ``groups`` / stride / dilation / kernel shape in NCHW/OIHW or NCHW[b]c/OIHW[b]i[b]o
 float32 with static shapes, and replaces the match with ``R.call_tir`` of a TensorIR PrimFunc
@@ -39,7 +41,8 @@ from tvm.relax.dpl import TuplePattern, is_const, is_op, rewrite_call, wildcard
 from ._relax import OPAQUE, conv_spec, functions_pass, scalar, static_shape, tir_name
 from .conv import (DEFAULT_OVERRIDES, ConvSpec, PlanOverrides, TargetInfo, schedule_conv2d, schedule_separable,
                    separable_name)
-from .conv_blocked import schedule_blocked
+from .conv_blocked import blocked_supported, layout_primfunc, schedule_blocked
+from .deform import DEFORM_ATTR, DeformSpec, blocked_ok, schedule_columns
 from .elementwise import LegalizeVectorMath, ScheduleGenericOps
 from .gemv import is_gemv, lower_gemv
 from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstantDataMovement, ScheduleLayoutTransforms,
@@ -130,15 +133,21 @@ class _Lowering:
         self.gvars: dict = {}
         self.stats: dict[str, int] = {}
         self.specs: dict[tvm.ir.GlobalVar, ConvSpec] = {}
+        # the import's deformable conv placeholders (deform.reference_primfunc) -> their spec
+        self.deform_specs: dict[tvm.ir.GlobalVar, DeformSpec] = {
+            gv: DeformSpec.from_attrs(f.attrs[DEFORM_ATTR]) for gv, f in builder.get().functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and DEFORM_ATTR in f.attrs}
 
-    def _kernel(self, key, build, name: str, kind: str) -> tvm.ir.GlobalVar | None:
-        """The module's kernel for ``key``, built (``build() -> PrimFunc | None``) on first use."""
+    def _kernel(self, key, build, name: str | None, kind: str) -> tvm.ir.GlobalVar | None:
+        """The module's kernel for ``key``, built (``build() -> PrimFunc | None``) on first use
+        and named ``name`` (None: its global symbol)."""
         if key not in self.gvars:
             func = build()
             if func is None:
                 return None
             func = func.with_attr({"op_pattern": OPAQUE, "edgeconv.kind": kind})
-            self.gvars[key] = self.builder.add_func(func, name)  # the builder makes names unique
+            # the builder makes names unique
+            self.gvars[key] = self.builder.add_func(func, name or str(func.attrs["global_symbol"]))
         self.stats[kind] = self.stats.get(kind, 0) + 1
         return self.gvars[key]
 
@@ -202,6 +211,59 @@ class _Lowering:
         weight = relax.op.reshape(call.args[0], [groups * M, K, 1, 1])
         res = relax.call_tir(self._gvar(spec), [data, weight], relax.TensorType([batch, groups * M, 1, N], "float32"))
         return relax.op.reshape(res, out)
+
+    def lower_deform(self, call: relax.Call):
+        """call_tir of a deformable conv placeholder -> our columns kernel, then the grouped
+        pointwise conv kernel on the columns with the bias in its epilogue."""
+        spec = self.deform_specs.get(call.args[0])
+        if spec is None:
+            return None
+        args = list(call.args[1].fields)
+        x, off = args[0], args[1]
+        mask = args[2] if spec.mask else None
+        w, b = args[2 + spec.mask], args[3 + spec.mask] if spec.bias else None
+        lanes = self.tinfo.lanes
+        if blocked_ok(spec, lanes) and isinstance(w, tvm.ir.expr.Constant) and \
+                blocked_supported(dataclasses.replace(spec.gemm, block=lanes), lanes):
+            return self._deform_blocked(spec, x, off, mask, w, b)
+        gv = self._kernel(("deform", spec), lambda: schedule_columns(spec, self.tinfo), spec.name(),
+                          "conv:deformable")
+        cols = relax.call_tir(gv, [x, off] + ([mask] if mask is not None else []),
+                              relax.TensorType([spec.N, spec.C, spec.K, spec.L], "float32"))
+        gemm = spec.gemm
+        data = relax.op.reshape(cols, [spec.N, gemm.C, 1, spec.L])
+        weight = relax.op.reshape(w, [spec.O, gemm.Cg, 1, 1])
+        res = relax.call_tir(self._gvar(gemm), [data, weight] + ([b] if b is not None else []),
+                             relax.TensorType([spec.N, spec.O, 1, spec.L], "float32"))
+        return relax.op.reshape(res, [spec.N, spec.O, spec.L])
+
+    def _deform_blocked(self, spec: DeformSpec, x, off, mask, w: tvm.ir.expr.Constant, bias):
+        """The channel-vectorised form: image and columns in NCHW[b]c, the blocked pointwise
+        kernel on the columns (weights re-ordered to the columns' (tap, channel) order on the
+        host), one layout transform in and one out (our kernels, ScheduleLayoutTransforms)."""
+        b, N, C, O, K, L = self.tinfo.lanes, spec.N, spec.C, spec.O, spec.K, spec.L
+        Cg, R = C // spec.groups, C // spec.groups * spec.K
+        xb = relax.call_tir(self._layout(N, C, 1, spec.H * spec.W, b, True),
+                            [relax.op.reshape(x, [N, C, 1, spec.H * spec.W])],
+                            relax.TensorType([N, C // b, 1, spec.H * spec.W, b], "float32"))
+        gv = self._kernel(("deform", spec, b), lambda: schedule_columns(spec, self.tinfo, blocked=True),
+                          spec.name().replace("_cols", f"_cols{b}c"), "conv:deformable")
+        cols = relax.call_tir(gv, [xb, off] + ([mask] if mask is not None else []),
+                              relax.TensorType([N, spec.groups, K, Cg // b, L, b], "float32"))
+        gemm = dataclasses.replace(spec.gemm, block=b)
+        data = relax.op.reshape(cols, [N, C * K // b, 1, L, b])
+        wt = w.value.numpy().reshape(O, Cg, K).transpose(0, 2, 1)  # (o, tap, channel): the columns' order
+        wb = wt.reshape(O // b, b, R // b, b).transpose(0, 2, 3, 1).reshape(O // b, R // b, 1, 1, b, b)
+        args = [data, relax.const(np.ascontiguousarray(wb), "float32")]
+        if bias is not None:
+            args.append(relax.op.reshape(bias, [O // b, b]))
+        res = relax.call_tir(self._gvar(gemm), args, relax.TensorType([N, O // b, 1, L, b], "float32"))
+        out = relax.call_tir(self._layout(N, O, 1, L, b, False), [res], relax.TensorType([N, O, 1, L], "float32"))
+        return relax.op.reshape(out, [N, O, L])
+
+    def _layout(self, *how) -> tvm.ir.GlobalVar:
+        """Our NCHW <-> NCHW[b]c kernel (``how``: N, C, H, W, b, to_blocked)."""
+        return self._kernel(("layout",) + how, lambda: layout_primfunc(*how), None, "layout")
 
     def separable(self, dw: ConvSpec, pw: ConvSpec) -> tvm.ir.GlobalVar | None:
         """The fused depthwise + pointwise kernel (None if its schedule fails)."""
@@ -384,6 +446,7 @@ class LowerConv2d:
         self.biased_acts = _ActPatterns(self.biased)
         self.plain_acts = _ActPatterns(self.conv)
         self.matmul = is_op("relax.matmul")(wildcard(), wildcard())
+        self.call_tir = is_op("relax.call_tir")(wildcard(), wildcard())
         # call_tir(depthwise) -> reshape -> call_tir(pointwise, flattened) -> reshape
         self.dw_call = is_op("relax.call_tir")(wildcard(), wildcard())
         self.pw_in = is_op("relax.reshape")(self.dw_call, wildcard())
@@ -403,7 +466,7 @@ class LowerConv2d:
         for _, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 used.update(relax.analysis.all_global_vars(func))
-        for gv in state.gvars.values():
+        for gv in list(state.gvars.values()) + list(state.deform_specs):
             if gv not in used and gv in mod.get_global_vars():
                 del mod[gv]
         if state.stats:
@@ -424,6 +487,8 @@ class LowerConv2d:
                             _or(orig, state.lower(m[self.conv], m[self.bias])), func)
         func = rewrite_call(self.conv, lambda orig, _m: _or(orig, state.lower(orig)), func)
         func = rewrite_call(self.matmul, lambda orig, _m: _or(orig, state.lower_matmul(orig)), func)
+        if state.deform_specs:
+            func = rewrite_call(self.call_tir, lambda orig, _m: _or(orig, state.lower_deform(orig)), func)
         if self.fuse_separable:
             counts = _use_counts(func)
             func = rewrite_call(self.separable, lambda orig, m: self._fuse(orig, m, state, counts), func)

@@ -22,7 +22,7 @@ from collections import defaultdict
 __all__ = ["KernelTime", "VMProfile", "op_kind", "profile_vm", "profile_model", "format_profile"]
 
 # ec_<kind>_... names of our kernels whose second token is not the op kind
-_EC_KIND = {"to": "layout", "from": "layout"}
+_EC_KIND = {"to": "layout", "from": "layout", "deform": "conv:deformable"}
 
 
 def op_kind(symbol: str) -> str:
