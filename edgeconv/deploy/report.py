@@ -41,7 +41,7 @@ _DEVICE_NAMES = {"host": "host", "rpc": "RPC device"}
 def _latency_at(st: StageResult, threads: int, first: int) -> Optional[Dict[str, Any]]:
     """``st``'s latency at ``threads`` (a stage timed at one thread count only has it at ``first``)."""
     if st.by_threads:
-        return st.by_threads.get(threads) or st.by_threads.get(str(threads))  # type: ignore[call-overload]
+        return st.by_threads.get(threads)
     return st.latency if threads == first else None
 
 
@@ -220,7 +220,7 @@ def _memory_md(result: DeployResult) -> List[str]:
     for s in rows:
         cells = []
         for n in threads:
-            m = s.memory.get(n) or s.memory.get(str(n))  # type: ignore[call-overload]
+            m = s.memory.get(n)
             cells += [f"{m['peak_rss_mb']:.1f}", f"{m['increase_mb']:.1f}"] if m else ["", ""]
         lines.append(f"| {BACKEND_LABELS.get(s.name, s.name)} | " + " | ".join(cells) + " |")
     lines += ["", MEMORY_METHOD[0].upper() + MEMORY_METHOD[1:] + ": the increase is what loading and running the model "
@@ -243,7 +243,7 @@ def _kernels_md(result: DeployResult, top: int = 8) -> List[str]:
                   + (f", median run {s.latency['median_ms']:.3f} ms" if s.latency else ""), "",
                   "| kernel | op / kind | calls | ms | share |", "|---|---|---:|---:|---:|"]
         for r in k["kernels"][:top]:
-            lines.append(f"| `{_md_escape(r['name'][:80])}` | {_md_escape(r['kind'])} | {r['calls']} | {r['ms']:.3f} | "
+            lines.append(f"| `{_md_escape(r['name'][:80])}` | {_md_escape(r['kind'][:40])} | {r['calls']} | {r['ms']:.3f} | "
                          f"{100 * r['ms'] / total:.1f}% |")
         lines.append("")
     return lines
