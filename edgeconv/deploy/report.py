@@ -257,7 +257,10 @@ def _markdown(result: DeployResult, data: Dict[str, Any], plot_note: str) -> str
         lines.append(f"**Recommendation** ({rec['text'].split(': ', 1)[0]}): {rec['text'].split(': ', 1)[1]}")
         lines.append("")
     if data["recommendation"]:
-        lines += [f"(fastest backend that passed parity; emulated runs are not candidates; {NOISE_METHOD})", ""]
+        lines += [f"(fastest backend that passed parity; emulated runs are not candidates; {NOISE_METHOD}. The "
+                  "backends are timed one after another: on a shared machine a load change between their timings is "
+                  "not in this band -- compare with the per-kernel sums below, and rerun on a quiet machine to decide "
+                  "a close call)", ""]
     prof = result.profile
     v = data["versions"]
     ref = "ref" if cfg.onnx_model is not None else "torch"
