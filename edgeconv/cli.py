@@ -38,7 +38,7 @@ from edgeconv.cli_common import (  # shared with edgeconv.bench
     PROG, TARGETS, CLIError, parse_rpc, parse_shape,
     Parser as _Parser, console as _console, fmt_count as _fmt_int,
     non_negative_int as _non_negative_int, positive_float as _positive_float, positive_int as _positive_int,
-    print_table as _print_table, rpc_arg as _rpc_arg, shape_arg as _shape_arg,
+    print_table as _print_table, rpc_arg as _rpc_arg, shape_arg as _shape_arg, thread_counts as _thread_counts,
 )
 from edgeconv.bench.__main__ import BENCHMARKS
 from edgeconv.deploy.stages import DEPLOY_TARGETS
@@ -756,13 +756,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default=None,
                    help=f"comma-separated subset of {','.join(DEPLOY_TARGETS)} (default: ort,tvm-x86,tvm-arm64; with "
                         "the default, targets whose optional dependency is missing are skipped instead of failing; "
-                        "ort-arm64 = aarch64 onnxruntime + kernels under qemu, opt-in)")
+                        "ort-arm64 = aarch64 onnxruntime + kernels under qemu, opt-in; openvino = OpenVINO CPU, "
+                        "an opt-in comparison)")
     p.add_argument("-o", "--output", default="deploy-report", help="output directory (default deploy-report)")
     p.add_argument("--rpc", type=_rpc_arg, default=None, metavar="HOST:PORT[/KEY]",
                    help="also run the TVM module on an RPC server / tracker key")
     p.add_argument("--rpc-target", default="arm64", choices=TARGETS, help="target compiled for the --rpc device (default arm64)")
     p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per backend (median; default 20)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="threads for every backend (default 1)")
+    p.add_argument("--threads", type=_thread_counts, default=(1,), metavar="N[,N...]",
+                   help="thread counts: every latency is measured at each (a report column per count; default 1)")
     p.add_argument("--tol", type=_positive_float, default=1e-4, help="parity tolerance: max|diff| / max|torch| (default 1e-4)")
     p.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--tune", type=_non_negative_int, default=0, metavar="N", help="MetaSchedule trials for TVM (default 0)")

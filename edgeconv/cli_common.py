@@ -73,6 +73,9 @@ def checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expect
 positive_int = checked(int, lambda v: v > 0, "a positive int")
 positive_float = checked(float, lambda v: 0 < v < float("inf"), "a positive number")  # NaN fails
 non_negative_int = checked(int, lambda v: v >= 0, "an int >= 0")
+thread_counts = checked(lambda t: tuple(int(p) for p in t.split(",")),
+                        lambda v: bool(v) and min(v) > 0 and len(set(v)) == len(v),
+                        "comma-separated distinct positive thread counts like 1,2")
 
 
 def parse_rpc(text: str) -> Dict[str, Any]:

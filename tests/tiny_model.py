@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from edgeconv.layers import DepthwiseSeparableConv2d, GroupConv2d
+from edgeconv.layers import DeformConv2d, DepthwiseSeparableConv2d, GroupConv2d
 
 
 def make(num_classes=4):
@@ -11,6 +11,15 @@ def make(num_classes=4):
         DepthwiseSeparableConv2d(8, 16, 3), nn.ReLU(),
         GroupConv2d(16, 16, 3, groups=4),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
+    )
+
+
+def make_deform(num_classes=4):
+    """Like :func:`make` with a deformable convolution: exported as an ``edgeconv`` op."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        DeformConv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
     )
 
 

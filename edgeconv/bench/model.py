@@ -75,12 +75,16 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
             if stage in wanted and not args.quiet:
                 print(f"[bench model] {wanted[stage]} ...", file=sys.stderr, flush=True)
 
-        done = {st.name: st for st in run_stages(make_context(cfg), stages, explicit=False, on_start=announce)}
+        ctx = make_context(cfg)
+        done = {st.name: st for st in run_stages(ctx, stages, explicit=False, on_start=announce)}
     needs = {s.name: s.needs for s in TABLE}
     results = []
     for stage, backend in wanted.items():
-        st = done[stage]
         res: Dict[str, Any] = {"backend": backend, "model": name, "input_shape": list(shape), "threads": args.threads}
+        if stage in ctx.omitted:  # e.g. ort-nolib of a model without edgeconv ops
+            results.append({**res, "status": "skipped", "reason": ctx.omitted[stage]})
+            continue
+        st = done[stage]
         if st.parity is not None:
             res["parity"] = st.parity
         if st.latency is not None:

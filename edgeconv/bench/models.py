@@ -126,6 +126,7 @@ def _setup_backends(proto, path: str, shape, x, threads: int, backends, row: dic
     def _openvino():
         import openvino as ov
 
+        from edgeconv.deploy.backends import openvino_config
         from edgeconv.exporters.onnx import standard_op_model
 
         core = ov.Core()
@@ -133,9 +134,7 @@ def _setup_backends(proto, path: str, shape, x, threads: int, backends, row: dic
         src = proto if not any(n.domain == DOMAIN for n in proto.graph.node) else standard_op_model(proto)
         model = core.read_model(src.SerializeToString(), b"") if src is not proto else core.read_model(path)
         model.reshape({model.inputs[0].any_name: list(shape)})
-        # float32 like the others: on CPUs with bf16 units OpenVINO would otherwise run bf16
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                     "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(model, "CPU", openvino_config(threads))
         req = compiled.create_infer_request()
         req.infer({0: x})
         return (lambda: req.infer({0: x})), req.get_output_tensor(0).data.copy()

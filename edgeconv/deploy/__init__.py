@@ -12,8 +12,11 @@ profile         :func:`edgeconv.analysis.profile`: params/MACs per layer and per
 export          :func:`edgeconv.export_onnx` -> ``model.onnx``
 onnx-check      ``onnx.checker.check_model(full_check=True)`` + strict shape inference
 ort             onnxruntime with the edgeconv kernel library (target ``ort``)
-ort-nolib       onnxruntime without it: custom ops run their model-local fallback functions
+ort-nolib       onnxruntime without it: custom ops run their model-local fallback functions (only for a
+                model with edgeconv ops: otherwise it would repeat ``ort``, and is not run)
 tvm-x86         :func:`edgeconv.compile_tvm` for the host, run, parity, latency (``tvm-x86``)
+openvino        (opt-in target ``openvino``) OpenVINO CPU on the ONNX model, edgeconv ops as their
+                inlined fallback functions (OpenVINO converts neither the domain nor local functions)
 tvm-arm64       cross-compile for aarch64 -> ``model_arm64.so`` (target ``tvm-arm64``)
 tvm-arm64-run   run that library under qemu via the ARM helper (:mod:`edgeconv.arm`), parity
 ort-arm64-run   (opt-in target ``ort-arm64``) aarch64 onnxruntime + the aarch64 kernel build under
@@ -31,7 +34,14 @@ is referenced by its optimized form's fallback functions on stock onnxruntime, s
 
 Parity (:func:`~edgeconv.deploy.measure.parity`): ``max|y - y_ref| / max|y_ref| <= tol``
 (default ``1e-4``) over all outputs. Latency: median (and p10/p90) of ``repeats`` timed runs
-after warm-up, at ``threads`` threads.
+after warm-up, at each of ``threads`` (a list); the deployed runtimes are timed in a fresh process
+per thread count, which also gives their peak memory (:mod:`edgeconv.deploy.backends`), and
+profiled per kernel by their own profilers (TVM, onnxruntime).
+
+The report (:mod:`edgeconv.deploy.report`) opens with its decision: per device and thread count,
+the fastest backend that passed parity, its margin over the runner-up and whether that margin is
+inside the run-to-run noise; then sizes (parameters, bytes of every ``.onnx``/``.so``), stages,
+latency per thread count, peak memory and the top kernels per runtime.
 
 Exit-code rule (:func:`exit_code`): **0** iff every stage passed or was *legitimately skipped*,
 else **1**. Legitimate skips:

@@ -5,7 +5,9 @@ legitimately, else not ("upstream failed" when one failed: the upstream failure 
 the exit code 1). A stage whose probe reports
 a missing optional dependency is, by its ``missing`` rule: skipped legitimately unless its target
 was named explicitly (then failed), always skipped legitimately, or failed. An exception is a
-failure recorded with its traceback; a parity above the tolerance fails the stage.
+failure recorded with its traceback; a parity above the tolerance fails the stage. A selected
+stage whose ``applies(ctx)`` gives a reason (it would repeat another stage) is not run: it has no
+result, and the reason is kept in ``Context.omitted`` (the report says why the row is missing).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class DeployResult:
     profile: Any = None
     kinds: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     kind_latency_ms: Dict[str, float] = field(default_factory=dict)
+    omitted: Dict[str, str] = field(default_factory=dict)  # selected stages not run, and why
     report_files: List[str] = field(default_factory=list)
 
     @property
@@ -156,6 +159,10 @@ def run_stages(ctx: Context, stages: Sequence[Stage], *, explicit: bool,
     done: Dict[str, StageResult] = {}
     try:
         for stage in stages:
+            why_not = stage.applies(ctx) if stage.applies is not None else None
+            if why_not:
+                ctx.omitted[stage.name] = why_not
+                continue
             on_start(stage.name)
             done[stage.name] = _run_one(stage, ctx, done, explicit)
             on_done(done[stage.name])
@@ -213,6 +220,7 @@ def run_deploy(cfg: DeployConfig, stages: Sequence[Stage] = TABLE) -> DeployResu
     ctx = make_context(cfg)
     with _Progress(len(chosen), cfg.quiet) as progress:
         results = run_stages(ctx, chosen, explicit=explicit, on_start=progress.start, on_done=progress.done)
-    result = DeployResult(cfg, results, profile=ctx.profile, kinds=ctx.kinds, kind_latency_ms=ctx.kind_latency_ms)
+    result = DeployResult(cfg, results, profile=ctx.profile, kinds=ctx.kinds, kind_latency_ms=ctx.kind_latency_ms,
+                          omitted=dict(ctx.omitted))
     write_report(result)
     return result

@@ -50,7 +50,7 @@ def write_plot(result: DeployResult, path: Path) -> str:
         else:
             ax.text(0.5, 0.5, "no backend ran", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{result.config.model_name} {'x'.join(map(str, result.config.input_shape))}: "
-                     f"latency per backend ({result.config.threads} thread(s))", fontsize=10)
+                     f"latency per backend ({result.config.threads[0]} thread(s))", fontsize=10)
         ax = axes[1]
         kinds = [k for k in kl if k != "other"]
         if kinds:

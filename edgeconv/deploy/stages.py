@@ -23,7 +23,8 @@ from .measure import kind_latency_torch, one_line, parity, summarize_ms, time_ca
 __all__ = [
     "DeployConfig", "StageResult", "Context", "Stage", "StageSkipped", "TABLE", "RPC", "DEPLOY_TARGETS",
     "DEFAULT_TARGETS", "BACKEND_LABELS", "BENCH_BACKENDS", "tvm_missing", "library_missing", "arm_missing",
-    "make_ort_session", "export_model", "ort_run", "call_arm", "with_probe",
+    "make_ort_session", "export_model", "ort_run", "call_arm", "with_probe", "openvino_missing",
+    "has_no_edgeconv_ops", "DEVICES",
 ]
 
 
@@ -38,7 +39,7 @@ class DeployConfig:
     targets: Optional[List[str]] = None  # None = DEFAULT_TARGETS, not named explicitly
     repeats: int = 20
     warmup: int = 3
-    threads: int = 1
+    threads: Tuple[int, ...] = (1,)  # every latency is measured at each of these thread counts
     tol: float = 1e-4
     rpc: Optional[Dict[str, Any]] = None
     rpc_target: str = "arm64"
@@ -47,6 +48,11 @@ class DeployConfig:
     tune_trials: int = 0
     seed: int = 0
     onnx_model: Optional[Path] = None  # deploy this .onnx file (``model`` is then None)
+
+    def __post_init__(self) -> None:
+        self.threads = (int(self.threads),) if isinstance(self.threads, int) else tuple(int(t) for t in self.threads)
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"threads must be positive thread counts, got {self.threads!r}")
 
 
 @dataclass
@@ -62,6 +68,9 @@ class StageResult:
     latency: Optional[Dict[str, Any]] = None
     artifacts: List[str] = field(default_factory=list)
     info: Dict[str, Any] = field(default_factory=dict)
+    by_threads: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # thread count -> latency summary
+    memory: Dict[int, Dict[str, float]] = field(default_factory=dict)  # thread count -> peak RSS (MB)
+    kernels: Optional[Dict[str, Any]] = None  # the runtime's per-kernel profile
 
     @property
     def ok(self) -> bool:
@@ -84,6 +93,15 @@ class Context:
     profile: Any = None
     kinds: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     kind_latency_ms: Dict[str, float] = field(default_factory=dict)
+    omitted: Dict[str, str] = field(default_factory=dict)  # selected stage -> why it was not run
+
+    @property
+    def inputs_npz(self) -> Path:
+        """The inputs as ``inputs.npz`` (``input_0``, ``input_1``, ...) for the timing workers."""
+        path = self.outdir / "inputs.npz"
+        if not path.exists():
+            np.savez(path, **{f"input_{i}": a for i, a in enumerate(self.inputs)})
+        return path
 
     def input_shapes(self) -> Optional[Dict[str, List[int]]]:
         return {n: list(a.shape) for n, a in zip(self.input_names, self.inputs)} if self.input_names else None
@@ -129,6 +147,10 @@ class Stage:
     default: bool = True  # part of the default target list
     bench: Optional[str] = None  # its name as an ``edgeconv bench model`` backend
     source: Optional[str] = None  # "torch", "onnx" or None (both)
+    #: where its latency is a deployment candidate for the recommendation ("host", "rpc"; None: not one)
+    device: Optional[str] = None
+    #: ``applies(ctx)``: None, or why this selected stage would repeat another one and is not run
+    applies: Optional[Callable[[Context], Optional[str]]] = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,14 +197,17 @@ def with_probe(stages: Sequence[Stage], probe: Callable[[], Optional[str]],
 # ------------------------------------------------------------------------------------------
 
 
-def make_ort_session(path, use_library: bool = True, threads: Optional[int] = None):
+def make_ort_session(path, use_library: bool = True, threads: Optional[int] = None,
+                     profile_prefix: Optional[str] = None):
     """onnxruntime session for ``path`` (or an ``onnx.ModelProto``) via :func:`edgeconv.ort_session`,
     with (``use_library``: required, ``FileNotFoundError`` if it is not built) or without the
-    edgeconv kernel library (custom ops then run their model-local fallback functions)."""
+    edgeconv kernel library (custom ops then run their model-local fallback functions);
+    ``profile_prefix``: with onnxruntime's profiler on."""
     from edgeconv.exporters.onnx import ort_session
 
     model = path if hasattr(path, "SerializeToString") else str(path)
-    return ort_session(model, threads=threads, custom_ops="require" if use_library else False)
+    return ort_session(model, threads=threads, custom_ops="require" if use_library else False,
+                       profile_prefix=profile_prefix)
 
 
 def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int] = None,
@@ -264,15 +289,20 @@ def _tvm_compile(ctx: Context, st: StageResult, target: str, lib: Path, tune_tri
 
 
 def _torch(ctx: Context, st: StageResult) -> None:
+    """Reference outputs; eager latency at each thread count (in this process: torch's intra-op
+    pool can be resized at any time)."""
     import torch
 
-    torch.set_num_threads(ctx.cfg.threads)
+    torch.set_num_threads(ctx.cfg.threads[0])
     with torch.no_grad():
         ctx.ref = to_numpy_list(ctx.model(ctx.x))
     np.save(ctx.outdir / "torch_output.npy", ctx.ref[0])
     st.artifacts += ["input.npy", "torch_output.npy"]
     with torch.no_grad():
-        st.latency = time_callable(lambda: ctx.model(ctx.x), ctx.cfg.repeats, ctx.cfg.warmup)
+        for n in ctx.cfg.threads:
+            torch.set_num_threads(n)
+            st.by_threads[n] = time_callable(lambda: ctx.model(ctx.x), ctx.cfg.repeats, ctx.cfg.warmup)
+    st.latency = st.by_threads[ctx.cfg.threads[0]]
     st.info["output_shapes"] = [list(r.shape) for r in ctx.ref]
 
 
@@ -283,10 +313,10 @@ def _reference(ctx: Context, st: StageResult) -> None:
 
     cfg = ctx.cfg
     try:
-        sess = make_ort_session(cfg.onnx_model, use_library=False, threads=cfg.threads)
+        sess = make_ort_session(cfg.onnx_model, use_library=False, threads=cfg.threads[0])
         st.info["reference"] = "the file as given, on stock onnxruntime"
     except Exception as exc:
-        sess = make_ort_session(optimize_onnx(cfg.onnx_model), use_library=False, threads=cfg.threads)
+        sess = make_ort_session(optimize_onnx(cfg.onnx_model), use_library=False, threads=cfg.threads[0])
         st.info["reference"] = "its optimized form's fallback functions on stock onnxruntime"
         st.info["note"] = (f"stock onnxruntime cannot run the file ({one_line(exc)[:120]}): reference = "
                            "optimize_onnx's fallback functions, so ort-nolib matches it by construction")
@@ -306,7 +336,7 @@ def _profile(ctx: Context, st: StageResult) -> None:
     prof = profile(ctx.model, ctx.cfg.input_shape)
     ctx.profile, ctx.kinds = prof, kind_summary(prof)
     st.info.update(total_params=prof.total_params, total_macs=prof.total_macs, layers=len(prof.rows))
-    torch.set_num_threads(ctx.cfg.threads)
+    torch.set_num_threads(ctx.cfg.threads[0])
     ctx.kind_latency_ms = kind_latency_torch(ctx.model, ctx.x, prof, repeats=max(3, ctx.cfg.repeats // 2))
 
 
@@ -354,33 +384,109 @@ def _onnx_check(ctx: Context, st: StageResult) -> None:
     ]
 
 
+def _time_deployed(ctx: Context, st: StageResult, kind: str, artifact: Path, profile: bool = True) -> None:
+    """After parity passed: the runtime's per-kernel profile (``profile``, in this process at the
+    first thread count), then latency and peak memory at every thread count, each in a fresh
+    process (:func:`edgeconv.deploy.backends.time_in_fresh_process`)."""
+    from .backends import kernel_profile, time_in_fresh_process
+
+    cfg = ctx.cfg
+    if profile:
+        st.kernels = kernel_profile(kind, artifact, ctx.inputs, cfg.threads[0], max(3, cfg.repeats // 2), ctx.outdir)
+    for n in cfg.threads:
+        res = time_in_fresh_process(kind, artifact, ctx.inputs_npz, n, cfg.repeats, cfg.warmup)
+        st.by_threads[n] = summarize_ms(res["samples_ms"])
+        st.memory[n] = {"peak_rss_mb": res["rss_peak_kb"] / 1024,
+                        "increase_mb": (res["rss_peak_kb"] - res["rss_before_load_kb"]) / 1024}
+    st.latency = st.by_threads[cfg.threads[0]]
+    st.info["threads"] = list(cfg.threads)
+
+
 def ort_run(use_library: bool, session: Callable[..., Any] = make_ort_session) -> Callable[[Context, StageResult], None]:
-    """The onnxruntime stage with or without the kernel library; ``session`` builds the session."""
+    """The onnxruntime stage with or without the kernel library; ``session`` builds the session
+    of the parity check (tests inject broken ones); latency: :func:`_time_deployed`."""
 
     def run(ctx: Context, st: StageResult) -> None:
-        sess = session(ctx.onnx, use_library=use_library, threads=ctx.cfg.threads)
+        sess = session(ctx.onnx, use_library=use_library, threads=ctx.cfg.threads[0])
         feeds = ctx.feeds([i.name for i in sess.get_inputs()])
         st.parity = parity(ctx.ref, sess.run(None, feeds), ctx.cfg.tol)
-        st.latency = time_callable(lambda: sess.run(None, feeds), ctx.cfg.repeats, ctx.cfg.warmup)
-        st.info["threads"] = ctx.cfg.threads
+        if st.parity["ok"]:
+            _time_deployed(ctx, st, "ort" if use_library else "ort-nolib", ctx.onnx)
 
     return run
 
 
-def _tvm_x86(ctx: Context, st: StageResult) -> None:
-    from edgeconv.exporters.tvm import set_num_threads
+def has_no_edgeconv_ops(ctx: Context) -> Optional[str]:
+    """``ort-nolib``'s condition: without edgeconv ops onnxruntime runs the same graph with or
+    without the kernel library, so the row would repeat ``ort``."""
+    import onnx
 
-    set_num_threads(ctx.cfg.threads)
+    from edgeconv.opdefs import DOMAIN
+
+    if ctx.onnx is None:
+        return None  # the export failed: the stage reports its upstream failure
+    model = onnx.load(str(ctx.onnx), load_external_data=False)
+    if any(n.domain == DOMAIN for n in model.graph.node):
+        return None
+    return ("the model has no edgeconv ops: onnxruntime without the kernel library runs the same graph "
+            "as 'ort', so the row would repeat it")
+
+
+def _tvm_x86(ctx: Context, st: StageResult) -> None:
+    """Compile for the host -> ``model_x86.so``; parity and timing on that library as deployed."""
+    from .backends import open_backend
+
     lib = ctx.outdir / "model_x86.so"
     t0 = time.perf_counter()
-    cm = _tvm_compile(ctx, st, "x86", lib, ctx.cfg.tune_trials)
+    _tvm_compile(ctx, st, "x86", lib, ctx.cfg.tune_trials)
     st.info["compile_s"] = time.perf_counter() - t0
     st.artifacts.append(lib.name)
     ctx.libs["x86"] = lib
-    st.parity = parity(ctx.ref, cm(*ctx.inputs), ctx.cfg.tol)
-    times = cm.benchmark(*ctx.inputs, number=1, repeat=ctx.cfg.repeats)
-    st.latency = summarize_ms([t * 1e3 for t in times])
-    st.info["threads"] = ctx.cfg.threads
+    st.parity = parity(ctx.ref, open_backend("tvm", lib, ctx.cfg.threads[0])(ctx.inputs), ctx.cfg.tol)
+    if st.parity["ok"]:
+        _time_deployed(ctx, st, "tvm", lib)
+
+
+def openvino_missing() -> Optional[str]:
+    try:
+        importlib.import_module("openvino")
+    except Exception as exc:
+        return f"OpenVINO not available ({one_line(exc)})"
+    return None
+
+
+def _openvino(ctx: Context, st: StageResult) -> None:
+    """OpenVINO CPU on the ONNX model. OpenVINO converts neither the edgeconv domain nor model-local
+    functions, so a model with edgeconv ops is given its fallback functions inlined
+    (``onnx.inliner``); when OpenVINO cannot convert those either (the standard ``DeformConv``
+    fallback: OpenVINO has no ONNX ``DeformConv`` rule), their decomposed form
+    (:func:`edgeconv.exporters.onnx.standard_op_model`, what TVM compiles). -> ``model_openvino.onnx``."""
+    import onnx
+    import onnx.inliner
+
+    from edgeconv.exporters.onnx import standard_op_model
+    from edgeconv.opdefs import DOMAIN
+
+    from .backends import open_backend
+
+    model = onnx.load(str(ctx.onnx))
+    path, run = ctx.onnx, None
+    if any(n.domain == DOMAIN for n in model.graph.node):
+        path = ctx.outdir / "model_openvino.onnx"
+        onnx.save(onnx.inliner.inline_local_functions(model), str(path))
+        try:
+            run = open_backend("openvino", path, ctx.cfg.threads[0])
+            st.info["note"] = "runs the file's fallback functions, inlined (model_openvino.onnx)"
+        except RuntimeError as exc:  # OpenVINO's message: a location line, then the summary
+            why = next((l.strip(" -") for l in str(exc).splitlines() if "No conversion rule" in l), one_line(exc))
+            onnx.save(standard_op_model(model, ctx.input_shapes()), str(path))
+            st.info["note"] = (f"OpenVINO cannot convert the inlined fallback functions ({why}): runs their "
+                               "decomposed standard-op form (model_openvino.onnx)")
+        st.artifacts.append(path.name)
+    run = run or open_backend("openvino", path, ctx.cfg.threads[0])
+    st.parity = parity(ctx.ref, run(ctx.inputs), ctx.cfg.tol)
+    if st.parity["ok"]:
+        _time_deployed(ctx, st, "openvino", path, profile=False)
 
 
 def _tvm_arm64(ctx: Context, st: StageResult) -> None:
@@ -403,7 +509,7 @@ def call_arm(arm, artifact: Path, backend: str, inputs: List[np.ndarray], ref: L
     """
     try:
         res = arm.verify_arm(str(artifact), inputs=list(inputs), tvm=backend == "tvm", ort=backend == "ort", workdir=str(workdir),
-                             rtol=cfg.tol, threads=cfg.threads, repeat=max(1, min(cfg.repeats, 5)),
+                             rtol=cfg.tol, threads=cfg.threads[0], repeat=max(1, min(cfg.repeats, 5)),
                              reference=ref)
     except arm.ArmToolError as exc:  # a host tool is missing
         return {"skipped": f"aarch64 tools missing: {exc}"}
@@ -466,17 +572,21 @@ TABLE: Tuple[Stage, ...] = (
     Stage("optimize", None, (), None, _optimize, source="onnx"),
     Stage("onnx-check", None, _MODEL, None, _onnx_check),
     Stage("ort", "ort", _REF + _MODEL, library_missing, ort_run(True),
-          label="onnxruntime + edgeconv kernels", bench="ort"),
+          label="onnxruntime + edgeconv kernels", bench="ort", device="host"),
     Stage("ort-nolib", "ort", _REF + _MODEL, None, ort_run(False),
-          label="onnxruntime (fallback functions)", bench="ort-nolib"),
-    Stage("tvm-x86", "tvm-x86", _REF + _MODEL, tvm_missing, _tvm_x86, label="TVM x86 (host)", bench="tvm"),
+          label="onnxruntime (fallback functions)", bench="ort-nolib", device="host", applies=has_no_edgeconv_ops),
+    Stage("tvm-x86", "tvm-x86", _REF + _MODEL, tvm_missing, _tvm_x86, label="TVM x86 (host)", bench="tvm",
+          device="host"),
+    # opt-in comparison: a runtime edgeconv does not target
+    Stage("openvino", "openvino", _REF + _MODEL, openvino_missing, _openvino, label="OpenVINO CPU", default=False,
+          device="host"),
     Stage("tvm-arm64", "tvm-arm64", _MODEL, tvm_missing, _tvm_arm64),
     Stage("tvm-arm64-run", "tvm-arm64", _REF + ("tvm-arm64",), arm_missing, _emulated("tvm", "arm"), missing=SKIP,
           label="TVM arm64 (qemu, emulated)"),
     # opt-in: its first use cross-builds the kernels
     Stage("ort-arm64-run", "ort-arm64", _REF + _MODEL, arm_missing, _emulated("ort", "arm-ort"), missing=SKIP,
           label="onnxruntime arm64 + kernels (qemu, emulated)", default=False),
-    Stage("tvm-rpc", RPC, _REF + _MODEL, tvm_missing, _tvm_rpc, missing=FAIL, label="TVM via RPC"),
+    Stage("tvm-rpc", RPC, _REF + _MODEL, tvm_missing, _tvm_rpc, missing=FAIL, label="TVM via RPC", device="rpc"),
 )
 
 #: deploy targets (``--targets``), in pipeline order
@@ -487,3 +597,5 @@ DEFAULT_TARGETS = tuple(dict.fromkeys(s.target for s in TABLE if s.target not in
 BACKEND_LABELS = {s.name: s.label for s in TABLE if s.label}
 #: ``edgeconv bench model --backends`` name -> stage
 BENCH_BACKENDS = {s.bench: s.name for s in TABLE if s.bench}
+#: stage -> the device its latency is a deployment candidate on (the recommendation's groups)
+DEVICES = {s.name: s.device for s in TABLE if s.device}

@@ -40,7 +40,7 @@ def library_path() -> str | None:
 
 
 def ort_session(model_or_path: Any, threads: int | None = None, custom_ops: bool = True,
-                providers: list[str] | None = None):
+                providers: list[str] | None = None, profile_prefix: str | None = None):
     """An ``onnxruntime.InferenceSession`` for an ``onnx.ModelProto``, serialized bytes or a path.
 
     Args:
@@ -48,6 +48,8 @@ def ort_session(model_or_path: Any, threads: int | None = None, custom_ops: bool
         custom_ops: register the edgeconv kernel library when it is built (silently skipped
             otherwise; the model then runs through its fallback functions). ``"require"`` raises
             when the library is missing.
+        profile_prefix: enable onnxruntime's profiler; ``session.end_profiling()`` then writes
+            its JSON trace to ``<profile_prefix>_<date>.json`` and returns the path.
     """
     import onnxruntime as ort
 
@@ -56,6 +58,9 @@ def ort_session(model_or_path: Any, threads: int | None = None, custom_ops: bool
     if threads is not None:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile_prefix)
     if custom_ops:
         path = library_path()
         if path is not None:
