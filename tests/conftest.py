@@ -4,35 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from loopback import free_port as _free_port
+from loopback import wait_port as _wait_port
+
 
 @pytest.fixture
 def tiny_model_file():
     """Path of a user's own model file (factories ``make`` and ``broken``)."""
     return Path(__file__).with_name("tiny_model.py")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(proc, port: int, what: str) -> None:
-    import socket
-    import time
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            pytest.skip(f"{what} exited: {proc.stdout.read().decode(errors='replace')[-500:]}")
-        time.sleep(0.3)
-    proc.kill()
-    pytest.skip(f"{what} did not start")
 
 
 @pytest.fixture

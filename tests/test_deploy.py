@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from edgeconv.deploy import DeployConfig, StageResult, exit_code, parity, run_de
 from edgeconv.deploy import stages as S
 from edgeconv.exporters.onnx import custom_ops_available
 
+from loopback import free_port as _free_port
+from loopback import wait_port as _wait_port
 from tiny_model import make as make_tiny_model
 from tiny_model import make_deform as make_tiny_deform_model
 
@@ -422,25 +423,6 @@ def test_tvm_arm64_cross_compile_and_emulated_run(tmp_path):
     assert run.status == "passed", run.reason
     assert run.parity["rel"] <= 1e-4
     assert res.exit_code == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(proc, port, what):
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            pytest.skip(f"{what} exited: {proc.stdout.read().decode(errors='replace')[-500:]}")
-        time.sleep(0.3)
-    proc.kill()
-    pytest.skip(f"{what} did not start")
 
 
 def _spawn(*args):
