@@ -8,11 +8,13 @@
   as ``.npy`` files) and return the outputs, wall time and the runner's own timings.
 
 Builds go to ``EDGECONV_ARM_BUILD_DIR``, else ``<repo>/build/arm`` (source checkout), else
-``<cache>/aarch64/build``; they are incremental and guarded by a file lock.
+``<cache>/aarch64/build/<hash of the source path>`` (an installed wheel's sources); they are
+incremental and guarded by a file lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -81,7 +83,10 @@ def build_dir() -> Path:
     root = repo_root()
     if root is not None and root != PACKAGED_SOURCE and os.access(root, os.W_OK):
         return root / "build" / "arm"
-    return cache_dir() / "aarch64" / "build"
+    # one build tree per source tree: a CMake build directory is bound to its source directory,
+    # and every installed wheel (each venv) has its own copy of the sources
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return cache_dir() / "aarch64" / "build" / key
 
 
 def _newest_mtime(paths) -> float:
