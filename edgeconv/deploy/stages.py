@@ -9,6 +9,7 @@ the ``bench model`` backends are all read from it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from edgeconv._quiet import Captured, captured_fd2
 
 from .measure import kind_latency_torch, one_line, parity, summarize_ms, time_callable, to_numpy_list
 
@@ -233,37 +236,6 @@ def export_model(model, input_shape: Sequence[int], path, *, opset: Optional[int
     return export_onnx(model, (example,), str(path), **kwargs)
 
 
-class _CaptureFd2:
-    """Redirect file descriptor 2 (C/C++ stderr, e.g. TVM's LOG(WARNING)) to a temporary file;
-    ``text`` holds what was written. Used with ``quiet`` so that ``-q`` really is quiet."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.text = enabled, ""
-
-    def __enter__(self):
-        if self.enabled:
-            import sys
-            import tempfile
-
-            sys.stderr.flush()
-            self._tmp = tempfile.TemporaryFile(mode="w+b")
-            self._saved = os.dup(2)
-            os.dup2(self._tmp.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            import sys
-
-            sys.stderr.flush()
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-            self._tmp.seek(0)
-            self.text = self._tmp.read().decode(errors="replace")
-            self._tmp.close()
-        return False
-
-
 def _note_log(st: StageResult, text: str) -> None:
     """Keep captured compiler stderr (``-q``) in the stage info (report.json), deduplicated."""
     lines = [l for l in text.splitlines() if l.strip()]
@@ -276,7 +248,8 @@ def _tvm_compile(ctx: Context, st: StageResult, target: str, lib: Path, tune_tri
     """compile_tvm on model.onnx (its edgeconv ops are compiled from their standard-op form)."""
     from edgeconv.exporters.tvm import compile_tvm
 
-    with _CaptureFd2(ctx.cfg.quiet) as cap:
+    # -q: compiler output on fd 2 (TVM's C++ LOG lines) and Python's go to the report instead
+    with captured_fd2(python_stderr_passes=False) if ctx.cfg.quiet else contextlib.nullcontext(Captured()) as cap:
         cm = compile_tvm(str(ctx.onnx), target=target, output=str(lib), tune_trials=tune_trials,
                          input_shapes=ctx.input_shapes(), work_dir=str(ctx.outdir / "tvm-tuning"))
     _note_log(st, cap.text)
