@@ -79,8 +79,8 @@ _POOL_READY = False
 # then imports the model anyway (graph outputs without a shape are legal in files from other
 # exporters; a node it cannot import is an OpNotImplemented error, which names the op).
 _HARMLESS_WARNING_MODULES = (r"tvm\.relax\.frontend\.onnx",)
-# C++ LOG(WARNING) lines on fd 2: the stock pipeline legalizes take(mode="fast"), which our
-# DCN decomposition emits with indices it has clamped itself.
+# C++ LOG(WARNING) lines on fd 2: the stock pipeline legalizes an ONNX Gather as take(mode="fast"),
+# harmless for the in-range indices ONNX requires (our pipeline uses mode="clip", no warning).
 _HARMLESS_NATIVE = (r"Warning: Fast mode segfaults when there are out-of-bounds indices",)
 
 

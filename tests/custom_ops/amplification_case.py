@@ -8,7 +8,6 @@ and a 2 KB input (X [512, 1, 1, 1], pads 256). Before the fix the AVX2 path kept
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ec_ortops_util import dynamic_model, session, to_initializers  # noqa: E402
+
+# VmHWM, not ru_maxrss: Linux carries the parent's high-water mark (pytest's) across vfork+exec
+from edgeconv.deploy.backends import peak_rss_kb  # noqa: E402
 
 N, KS = 512, 512
 
@@ -36,17 +38,7 @@ def main(lib: str, isa: str = "auto") -> None:
     c = KS // 2
     ref = feeds["W"][0, 0, 0, c - np.arange(2)[:, None], c - np.arange(2)[None, :]][None] * feeds["X"][:, :, 0]
     np.testing.assert_allclose(y[:, 0], ref, rtol=1e-6)
-    print(f"maxrss_mb={_peak_rss_kib() / 1024:.0f} seconds={seconds:.2f}")
-
-
-def _peak_rss_kib() -> int:
-    """This process's own peak RSS: VmHWM of its address space. Not ``ru_maxrss``: Linux carries
-    the parent's high-water mark across fork/vfork + exec, so a child of a large pytest process
-    reports the parent's peak (708 MB measured in the full suite for a 170 MB run)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no procfs: an upper bound
+    print(f"maxrss_mb={peak_rss_kb() / 1024:.0f} seconds={seconds:.2f}")
 
 
 if __name__ == "__main__":
