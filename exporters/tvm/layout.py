@@ -4,7 +4,7 @@
 layout through the graph; ``SplitAsSections`` works around a ``ConvertLayout`` gap for channel
 splits; ``BlockedChannelShuffle`` keeps ShuffleNet's channel shuffle inside the blocked layout;
 ``ScheduleLayoutTransforms`` runs the transforms that remain as our scheduled kernels;
-``FoldConstantDataMovement`` moves constant weights/biases on the host. The blocked kernels themselves are in :mod:`.conv_blocked`.
+``FoldConstantOnHost`` folds constant weights/biases on the host. The blocked kernels themselves are in :mod:`.conv_blocked`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ._relax import OPAQUE, batch_shape, conv_spec, functions_pass, static_shape
 from .conv import TargetInfo
 from .conv_blocked import blocked_supported, layout_primfunc, shuffle_blocked_primfunc
 
-__all__ = ["FoldConstantDataMovement", "BlockedLayout", "SplitAsSections", "BlockedChannelShuffle",
+__all__ = ["FoldConstantOnHost", "FoldConstants", "BlockedLayout", "SplitAsSections", "BlockedChannelShuffle",
            "ScheduleLayoutTransforms"]
 
 
@@ -75,17 +75,20 @@ def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
 def _host_layout_transform(index_map, arr: np.ndarray) -> np.ndarray | None:
     """``arr`` moved by an index map that only splits axes (``x // b``, ``x % b``) and reorders
     them (every layout ConvertLayout writes: OIHW -> OIHW8i8o, NCHW -> NCHW8c), as a numpy
-    reshape + transpose; None for any other map. (``IndexMap.map_tensor`` evaluates the map per
+    reshape + transpose (+ unit axes); None for any other map. (``IndexMap.map_tensor`` evaluates the map per
     element: 9.6 s for one 512x512x3x3 weight.)"""
     src = list(index_map.initial_indices)
 
     def _axis(var):
         return next((i for i, v in enumerate(src) if v.same_as(var)), None)
 
-    parts, factor = [], {}
-    for e in index_map.final_indices:
+    parts, factor, units = [], {}, []
+    for pos, e in enumerate(index_map.final_indices):
         if isinstance(e, tirx.Var):
             parts.append((_axis(e), "all"))
+            continue
+        if isinstance(e, tirx.IntImm) and int(e) == 0:
+            units.append(pos)  # a unit axis: the simplified ``i % 1`` of a depthwise OIHW1i8o
             continue
         if not isinstance(e, (tirx.FloorDiv, tirx.FloorMod)) or not isinstance(e.a, tirx.Var) \
                 or not isinstance(e.b, tirx.IntImm):
@@ -105,35 +108,108 @@ def _host_layout_transform(index_map, arr: np.ndarray) -> np.ndarray | None:
     order = [where.get(p) for p in parts]
     if None in order or sorted(order) != list(range(len(shape))):
         return None
-    return np.ascontiguousarray(arr.reshape(shape).transpose(order))
+    moved = arr.reshape(shape).transpose(order)
+    return np.ascontiguousarray(np.expand_dims(moved, units) if units else moved)
 
 
-def FoldConstantDataMovement() -> tvm.transform.Pass:
-    """Pure data movement of a constant (reshape, expand_dims, squeeze, permute_dims,
-    layout_transform) -> the moved constant, computed on the host.
+# exact in numpy and in TVM's LLVM code alike (IEEE-754 correctly rounded, or no rounding):
+# folding them on the host gives the very bits the folded kernel would. BatchNorm's ``var + eps``
+# and ``sqrt`` after DecomposeOpsForInference, the ONNX frontend's ``where(isnan(c), -inf, c)``
+# for Clip bounds.
+_EXACT_UNARY = {"relax.sqrt": np.sqrt, "relax.negative": np.negative, "relax.isnan": np.isnan}
+_EXACT_BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
+                 "relax.divide": np.divide}
+_EXACT = {**_EXACT_UNARY, **_EXACT_BINARY, "relax.where": np.where}
+
+
+def FoldConstantOnHost() -> tvm.transform.Pass:
+    """Constant data movement (reshape, expand_dims, squeeze, permute_dims, layout_transform)
+    and exactly rounded arithmetic on constants -> the resulting constant, computed by numpy.
 
     ``FoldConstant`` would legalize and LLVM-compile one kernel per folded call (MixNet-S: 78
-    bias expand_dims/reshapes from the ONNX frontend and 153 weight layout transforms, ~9 s of
-    its compile); numpy gives the same values without codegen.
+    bias expand_dims/reshapes from the ONNX frontend, 153 weight layout transforms, 26
+    BatchNorm ``add``/``sqrt``: 15 of its 27 s of compile); numpy gives the same values without
+    codegen.
     """
-    pattern = (is_op("relax.layout_transform")(is_const()) | is_op("relax.permute_dims")(is_const())
-               | is_op("relax.expand_dims")(is_const()) | is_op("relax.squeeze")(is_const())
-               | is_op("relax.reshape")(is_const(), wildcard()))
+    movement = (is_op("relax.layout_transform")(is_const()) | is_op("relax.permute_dims")(is_const())
+                | is_op("relax.expand_dims")(is_const()) | is_op("relax.squeeze")(is_const())
+                | is_op("relax.reshape")(is_const(), wildcard()))
+    arithmetic = functools.reduce(lambda a, b: a | b, [
+        *(is_op(op)(is_const()) for op in _EXACT_UNARY),
+        *(is_op(op)(is_const(), is_const()) for op in _EXACT_BINARY),
+        is_op("relax.where")(is_const(), is_const(), is_const())])
+
+    folded = []  # one entry per folded call
 
     def _rewriter(orig, _m):
-        shape = static_shape(orig)
+        new = _folded(orig)
+        if new is not orig:
+            folded.append(1)
+        return new
+
+    def _folded(orig):
+        shape, dtype = static_shape(orig), str(orig.ty.dtype)
         if shape is None:
             return orig
-        op, arr = orig.op.name, orig.args[0].value.numpy()
+        op = orig.op.name
+        if op in _EXACT:
+            with np.errstate(all="ignore"):  # inf / nan as the kernel would give them
+                value = np.asarray(_EXACT[op](*(a.value.numpy() for a in orig.args)))
+            # numpy's type promotion is not relax's: keep only what has relax's result type
+            return relax.const(value.reshape(shape), dtype) if str(value.dtype) == dtype else orig
+        arr = orig.args[0].value.numpy()
         if op == "relax.layout_transform":
             moved = None if orig.attrs.pad_value is not None else _host_layout_transform(orig.attrs.index_map, arr)
-            return orig if moved is None or list(moved.shape) != shape else relax.const(moved, str(orig.ty.dtype))
+            return orig if moved is None or list(moved.shape) != shape else relax.const(moved, dtype)
         if op == "relax.permute_dims":
             axes = None if orig.attrs.axes is None else [int(a) for a in orig.attrs.axes]
             arr = np.transpose(arr, axes)
-        return relax.const(np.ascontiguousarray(arr.reshape(shape)), str(orig.ty.dtype))
+        return relax.const(np.ascontiguousarray(arr.reshape(shape)), dtype)
 
-    return functions_pass("edgeconv.FoldConstantDataMovement", lambda f, _b: rewrite_call(pattern, _rewriter, f))
+    def _fold(func, _builder):
+        # a folded call makes its user foldable (permute_dims then reshape of a weight): repeat
+        # while anything folds
+        while True:
+            before = len(folded)
+            func = rewrite_call(movement | arithmetic, _rewriter, func)
+            if len(folded) == before:
+                return func
+
+    return functions_pass("edgeconv.FoldConstantOnHost", _fold)
+
+
+def _constant_like(expr) -> bool:
+    """Known at compile time: a constant, shape, immediate, a tuple of those, or a function
+    (the callee of ``call_tir``: the ONNX frontend's Clip bounds are call_tir on constants)."""
+    if isinstance(expr, relax.Tuple):
+        return all(_constant_like(f) for f in expr.fields)
+    # TVM 0.27: prim values are IntImm / FloatImm, subclasses of Constant
+    return isinstance(expr, (tvm.ir.GlobalVar, tvm.ir.expr.Constant, tvm.ir.expr.StringImm, relax.ShapeExpr))
+
+
+def _has_constant_call(mod: tvm.ir.IRModule) -> bool:
+    found = []
+
+    def _visit(e):
+        if isinstance(e, relax.Call) and e.args and all(_constant_like(a) for a in e.args):
+            found.append(e)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and not found:
+            relax.analysis.post_order_visit(func, _visit)
+    return bool(found)
+
+
+def FoldConstants() -> tvm.transform.Pass:
+    """``FoldConstantOnHost``, then relax's ``FoldConstant`` only if a call on constants is left
+    (its traversal alone costs ~1 s on MixNet-S with nothing to fold)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="edgeconv.FoldConstants")
+    def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
+        mod = FoldConstantOnHost()(mod)
+        return relax.transform.FoldConstant()(mod) if _has_constant_call(mod) else mod
+
+    return _pass
 
 
 def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
@@ -157,8 +233,7 @@ def BlockedLayout(tinfo: TargetInfo, min_convs: int = 2) -> tvm.transform.Pass:
         # explicit: with {} the conv would inherit its (converted) input's layout
         return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
 
-    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), FoldConstantDataMovement(),
-                                        relax.transform.FoldConstant()])
+    convert = tvm.transform.Sequential([relax.transform.ConvertLayout({}, _desired), FoldConstants()])
 
     @tvm.transform.module_pass(opt_level=0, name="edgeconv.BlockedLayout")
     def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:

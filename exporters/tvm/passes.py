@@ -45,7 +45,7 @@ from .conv_blocked import blocked_supported, layout_primfunc, schedule_blocked
 from .deform import DEFORM_ATTR, DeformSpec, blocked_ok, schedule_columns
 from .elementwise import LegalizeVectorMath, ScheduleGenericOps
 from .gemv import is_gemv, lower_gemv
-from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstantDataMovement, ScheduleLayoutTransforms,
+from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstants, ScheduleLayoutTransforms,
                      SplitAsSections)
 
 __all__ = [
@@ -596,11 +596,10 @@ def edgeconv_stage1(family: str | None = None, tinfo: TargetInfo | None = None, 
         target = tvm.target.Target.current(allow_none=True)
         info = tinfo or target_info(target, family)
         passes = [
-            TakeClipped(),  # before FoldConstant, which legalizes what it folds
+            TakeClipped(),  # before FoldConstants, whose fallback legalizes what it folds
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
-            FoldConstantDataMovement(),  # what FoldConstant would compile one LLVM module for
-            relax.transform.FoldConstant(),
+            FoldConstants(),
             ClampAsOps(),
             *([SplitAsSections(), BlockedLayout(info), BlockedChannelShuffle()] if layout == "blocked" else []),
             LowerConv2d(info, overrides=overrides),

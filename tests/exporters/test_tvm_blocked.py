@@ -319,6 +319,7 @@ def test_channel_shuffle_stays_blocked(groups):
 @pytest.mark.parametrize("index", [
     lambda o, i, h, w: [o // 8, i // 8, h, w, i % 8, o % 8],  # OIHW -> OIHW8i8o
     lambda o, i, h, w: [o // 8, i, h, w, o % 8],  # depthwise weights: OIHW -> OIHW1i8o (only O split)
+    lambda o, i, h, w: [o // 8, i, h, w, tvm.tirx.IntImm("int64", 0), o % 8],  # OIHW1i8o as TVM writes it (i % 1 -> 0)
     lambda n, c, h, w: [n, c // 4, h, w, c % 4],  # NCHW -> NCHW4c
 ])
 def test_host_layout_transform_matches_tvm_index_map(index):
@@ -329,3 +330,41 @@ def test_host_layout_transform_matches_tvm_index_map(index):
     im = tvm.tirx.IndexMap.from_func(index)
     arr = np.random.default_rng(0).standard_normal((16, 8, 3, 5)).astype("float32")
     assert np.array_equal(_host_layout_transform(im, arr), im.map_tensor(tvm.runtime.tensor(arr)).numpy())
+
+
+def test_host_constant_folding_gives_tvm_folding_bits():
+    """BatchNorm's ``sqrt(var + eps)``, ``(w - m) * s / d``, the ONNX Clip bound
+    ``where(isnan(c), -inf, c)`` and a permute + reshape chain, folded by numpy
+    (FoldConstantOnHost) vs by relax's own FoldConstant (LLVM kernels): the same bits, and
+    nothing left to fold."""
+    from edgeconv.exporters.tvm.layout import FoldConstantOnHost, _has_constant_call
+
+    rng = np.random.default_rng(5)
+    c = [relax.const(rng.standard_normal((8, 1, 1)).astype("float32") ** 2) for _ in range(4)]
+    w = relax.const(rng.standard_normal((6, 8)).astype("float32"))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((8, 1, 1), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            d = bb.emit(relax.op.sqrt(relax.op.add(c[0], relax.const(1e-5, "float32"))))
+            s = bb.emit(relax.op.divide(relax.op.multiply(relax.op.subtract(c[1], c[2]), c[3]), d))
+            nan = relax.const(np.float32("nan"))
+            lo = bb.emit(relax.op.where(relax.op.isnan(nan), relax.const(-np.inf, "float32"), nan))
+            r = bb.emit(relax.op.reshape(relax.op.permute_dims(w), (48,)))
+            out = bb.emit_output(relax.Tuple([relax.op.add(x, s), relax.op.maximum(x, lo), r]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    with HOST:
+        host, stock = FoldConstantOnHost()(mod), relax.transform.FoldConstant()(mod)
+    assert not _has_constant_call(host)
+
+    def _consts(m):
+        found = []
+        relax.analysis.post_order_visit(m["main"], lambda e: found.append(e.value.numpy()) if isinstance(
+            e, tvm.ir.expr.Constant) and hasattr(e.ty, "ndim") else None)
+        return found
+
+    got, want = _consts(host), _consts(stock)
+    assert len(got) == len(want) == 3
+    for g, ref in zip(got, want):
+        assert g.dtype == ref.dtype and np.array_equal(g, ref, equal_nan=True)
