@@ -63,13 +63,19 @@ def _blockable(call: relax.Call, b: int) -> bool:
     return spec is not None and not spec.block and blocked_supported(spec, b)
 
 
-def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
+def _calls(mod: tvm.ir.IRModule, keep) -> list[relax.Call]:
+    """Every call in the module's Relax functions for which ``keep(call)`` holds."""
     found = []
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, lambda e: found.append(1) if isinstance(e, relax.Call) and isinstance(
-                e.op, tvm.ir.Op) and e.op.name == "relax.nn.conv2d" and _blockable(e, b) else None)
-    return len(found)
+            relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, relax.Call) and keep(e)
+                                            else None)
+    return found
+
+
+def _count_blockable(mod: tvm.ir.IRModule, b: int) -> int:
+    return len(_calls(mod, lambda e: isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.nn.conv2d"
+                      and _blockable(e, b)))
 
 
 def _host_layout_transform(index_map, arr: np.ndarray) -> np.ndarray | None:
@@ -109,7 +115,7 @@ def _host_layout_transform(index_map, arr: np.ndarray) -> np.ndarray | None:
     if None in order or sorted(order) != list(range(len(shape))):
         return None
     moved = arr.reshape(shape).transpose(order)
-    return np.ascontiguousarray(np.expand_dims(moved, units) if units else moved)
+    return np.ascontiguousarray(np.expand_dims(moved, units))
 
 
 # exact in numpy and in TVM's LLVM code alike (IEEE-754 correctly rounded, or no rounding):
@@ -188,16 +194,7 @@ def _constant_like(expr) -> bool:
 
 
 def _has_constant_call(mod: tvm.ir.IRModule) -> bool:
-    found = []
-
-    def _visit(e):
-        if isinstance(e, relax.Call) and e.args and all(_constant_like(a) for a in e.args):
-            found.append(e)
-
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function) and not found:
-            relax.analysis.post_order_visit(func, _visit)
-    return bool(found)
+    return bool(_calls(mod, lambda e: e.args and all(_constant_like(a) for a in e.args)))
 
 
 def FoldConstants() -> tvm.transform.Pass:
