@@ -44,7 +44,7 @@ from .conv import (DEFAULT_OVERRIDES, ConvSpec, PlanOverrides, TargetInfo, sched
 from .conv_blocked import blocked_supported, layout_primfunc, schedule_blocked
 from .deform import DEFORM_ATTR, DeformSpec, blocked_ok, schedule_columns
 from .elementwise import LegalizeVectorMath, ScheduleGenericOps
-from .gemv import is_gemv, lower_gemv
+from .gemv import dense_weight, is_gemv, is_gemv_matmul, lower_gemv
 from .layout import (BlockedChannelShuffle, BlockedLayout, FoldConstants, ScheduleLayoutTransforms,
                      SplitAsSections)
 
@@ -175,7 +175,8 @@ class _Lowering:
         n = conv.args[0].ty.shape.values[0]  # static, or the model's symbolic batch
         out_shape = _data_shape(spec, n, spec.O, spec.OH, spec.OW)
         if is_gemv(spec, conv.args[1]):
-            return lower_gemv(conv, spec, self._gvar, bias_vec, out_shape, self.tinfo.lanes)
+            dense = dense_weight(conv.args[1].value.numpy(), spec)
+            return lower_gemv(conv.args[0], dense, spec, self._gvar, bias_vec, out_shape, self.tinfo.lanes)
         flatten = spec.KH == spec.KW == 1 and spec.stride == (1, 1) and spec.padding == (0, 0, 0, 0) \
             and spec.groups == 1 and spec.H > 1
         if flatten:
@@ -201,6 +202,10 @@ class _Lowering:
         if any(arg.ty.dtype != "float32" for arg in call.args) or str(call.attrs.out_dtype) not in ("", "float32",
                                                                                                   "None"):
             return None
+        if is_gemv_matmul(a, call.args[1]):
+            K, N = b
+            dense = call.args[1].value.numpy().T
+            return lower_gemv(call.args[0], dense, ConvSpec(1, K, 1, 1, N, 1, 1), self._gvar, None, out, self.tinfo.lanes)
         layout = _matmul_as_conv(a, b)
         if layout is None:
             return None

@@ -153,6 +153,20 @@ def test_gemv_classifier_conv_matches_onnxruntime(c, o, act):
     assert [n for n in kernels if n.startswith("ec_pointwise_1x1_s1_1x") and "x1x1_to" in n and "nchw" in n], kernels
 
 
+@pytest.mark.parametrize("k,n", [(1280, 1000), (37, 19)])
+def test_gemv_classifier_gemm_matches_onnxruntime(k, n):
+    """A Linear head exported as Gemm(transB=1) runs on the blocked GEMV, not on the pointwise
+    kernel reading the weights as a 1-channel image."""
+    g = _Graph(k + n)
+    w = g.const(g.rng.standard_normal((n, k)) / np.sqrt(k))
+    b = g.const(g.rng.standard_normal(n))
+    flat = g.node("Flatten", ["x"])
+    y = g.node("Gemm", [flat, w, b], transB=1)
+    kernels = _check(g.model([1, k, 1, 1], y), [1, k, 1, 1])
+    blocked = [name for name in kernels if name.startswith("ec_pointwise_1x1_s1_1x") and name.endswith("nchw8c")]
+    assert blocked and not [name for name in kernels if name.endswith("_to1")], kernels
+
+
 def test_mobilenetv3_like_block_matches_onnxruntime():
     """stem (3 channels), hardswish, depthwise, squeeze-excite, residual add, pool, classifier:
     blocked convs, GEMV on the 1x1 image, scheduled elementwise and reductions in one graph."""
