@@ -7,7 +7,8 @@
 2. ``act(conv2d(x, w))``                     -> one kernel with fused activation
 3. ``add(conv2d(x, w), bias_const)``         -> one kernel with fused bias
 4. ``conv2d(x, w)``                          -> one kernel
-5. ``matmul(a, b)`` with unit leading dims   -> the pointwise kernel on reshaped views
+5. ``matmul(a, b)`` with unit leading dims   -> the pointwise kernel on reshaped views (one row
+   by a constant matrix, a classifier head: the blocked GEMV of :mod:`.gemv`)
 6. ``call_tir`` of an imported ``edgeconv.DeformConv2d`` (:mod:`.deform`) -> our deformable
    columns kernel + the grouped pointwise kernel (bias fused)
 
