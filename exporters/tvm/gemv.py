@@ -17,7 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .conv import ConvSpec
+from .conv import ConvSpec, _round_up
 
 __all__ = ["is_gemv", "is_gemv_matmul", "lower_gemv", "dense_weight"]
 
@@ -34,10 +34,6 @@ def is_gemv_matmul(a_shape: tuple, b) -> bool:
     1-channel image 1000 columns wide (0.69 ms for 1x1280 -> 1000, 7.5 GB/s)."""
     return (isinstance(b, tvm.ir.expr.Constant) and len(b.ty.shape) == 2 and b.ty.dtype == "float32"
             and all(d == 1 for d in a_shape[:-1]))
-
-
-def _round_up(x: int, m: int) -> int:
-    return (x + m - 1) // m * m
 
 
 def dense_weight(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
